@@ -1,0 +1,5 @@
+"""Allow ``python -m deepconvnet``."""
+
+from deepconvnet.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,93 @@
+"""The ``deepconvnet`` command line: one subcommand per job, thin (parse, call, print).
+
+Each module of this package registers its subcommands through ``register(subparsers)`` and sets
+``func`` on its parser: a function taking the parsed arguments and returning an exit code. This
+module owns the error policy for all of them: a :class:`DeepConvNetError` or a bad argument is one
+line on stderr and exit code 2; Ctrl-C is 130; anything else is an internal error, exit code 1, with
+the traceback only under ``--debug``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import traceback
+from collections.abc import Sequence
+
+from deepconvnet import __version__
+from deepconvnet.errors import DeepConvNetError
+
+# Subcommand modules, in the order their commands appear in --help.
+COMMAND_MODULES = (
+    "engine",  # summary, gradcheck
+    "data",  # data
+    "train",  # train, evaluate
+    "augment",  # augment-preview
+    "ensemble",  # ensemble train|evaluate
+    "analysis",  # misclassified, visualize, experiment
+    "serve",  # predict, serve, import-book
+)
+
+EXIT_USAGE = 2
+EXIT_INTERNAL = 1
+EXIT_INTERRUPTED = 130
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are a single line (plus exit code 2), not usage + error."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(
+        prog="deepconvnet",
+        description=(
+            "Build, train, explain and serve the deep convolutional network of chapter 8 of "
+            "'Deep Learning from Scratch' - from scratch on NumPy."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"deepconvnet {__version__}")
+    parser.add_argument(
+        "--debug", action="store_true", help="show full tracebacks instead of one-line errors"
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"deepconvnet.cli.{name}")
+        except ModuleNotFoundError as exc:  # a command module not written yet
+            if exc.name != f"deepconvnet.cli.{name}":
+                raise
+            continue
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "func", None) is None:
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return int(args.func(args) or 0)
+    except DeepConvNetError as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"deepconvnet: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("deepconvnet: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return 0
+    except Exception as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(
+            f"deepconvnet: internal error: {type(exc).__name__}: {exc} (rerun with --debug)",
+            file=sys.stderr,
+        )
+        return EXIT_INTERNAL

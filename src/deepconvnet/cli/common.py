@@ -1,0 +1,65 @@
+"""Argument types and options shared by several subcommands (one definition each)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def positive_int(text: str) -> int:
+    """An integer >= 1."""
+    value = _parse(text, int, "an integer")
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def nonnegative_int(text: str) -> int:
+    """An integer >= 0."""
+    value = _parse(text, int, "an integer")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """A finite float > 0."""
+    value = _parse(text, float, "a number")
+    if not (value > 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def _parse(text: str, kind: type, what: str):
+    try:
+        return kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+
+
+def add_threads_option(parser: argparse.ArgumentParser) -> None:
+    """``--threads N``: the thread budget for NumPy work (default: all cores)."""
+    parser.add_argument(
+        "--threads",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="threads for compute (default: number of cores); results are bit-identical "
+        "for the same thread count",
+    )
+
+
+def add_data_options(parser: argparse.ArgumentParser) -> None:
+    """``--dataset`` and ``--data-dir``, the same for every command that reads a dataset."""
+    parser.add_argument(
+        "--dataset",
+        choices=["mnist", "fashion-mnist"],
+        default="mnist",
+        help="dataset (default: mnist)",
+    )
+    parser.add_argument(
+        "--data-dir",
+        default=None,
+        metavar="DIR",
+        help="directory holding the four IDX files (default: $DEEPCONVNET_DATA, then the cache, "
+        "then the network)",
+    )

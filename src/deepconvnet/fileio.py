@@ -1,0 +1,110 @@
+"""Crash-safe file writes and pickle-free array files.
+
+Every file deepconvnet writes goes through :func:`atomic_write`: the bytes land in a temporary file in
+the same directory, are flushed and fsynced, and only then renamed over the target. A crash (even
+SIGKILL) leaves either the old file or the new one, never a half-written one.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from deepconvnet.errors import DeepConvNetError
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> Path:
+    """Write a file through ``write(fileobj)`` so that it appears complete or not at all."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise DeepConvNetError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise DeepConvNetError(f"cannot write {path}: {exc.strerror or exc}") from exc
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make the rename itself durable (best effort: not every filesystem allows it)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Atomically write raw bytes."""
+    return atomic_write(path, lambda f: f.write(data))
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Atomically write UTF-8 text."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
+    """Atomically write an object as indented JSON."""
+    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def atomic_save_npz(path: str | os.PathLike, arrays: Mapping[str, np.ndarray]) -> Path:
+    """Atomically save arrays as an uncompressed ``.npz``; object arrays are refused (no pickle)."""
+    for name, arr in arrays.items():
+        if np.asarray(arr).dtype == object:
+            raise TypeError(f"refusing to save object array {name!r}: it would need pickle")
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
+def load_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Load every array of an ``.npz`` without pickle, or raise a one-line DeepConvNetError."""
+    path = Path(path)
+    if not path.is_file():
+        raise DeepConvNetError(f"{path}: no such file")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return {name: npz[name] for name in npz.files}
+    except (OSError, ValueError, EOFError, KeyError) as exc:
+        raise DeepConvNetError(f"{path}: not a readable .npz file ({_short(exc)})") from exc
+    except Exception as exc:  # zipfile.BadZipFile, zlib.error and friends
+        raise DeepConvNetError(f"{path}: corrupt or truncated .npz file ({_short(exc)})") from exc
+
+
+def json_to_array(obj: Any) -> np.ndarray:
+    """Encode a JSON-able object as a 0-d unicode array, storable in an npz without pickle."""
+    return np.array(json.dumps(obj, sort_keys=True))
+
+
+def array_to_json(arr: np.ndarray) -> Any:
+    """Decode :func:`json_to_array`."""
+    return json.loads(str(arr[()]))
+
+
+def _short(exc: BaseException) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
