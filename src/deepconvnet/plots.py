@@ -27,3 +27,45 @@ def save_figure(fig: Figure, path: str | os.PathLike) -> Path:
     fig.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")
     plt.close(fig)
     return atomic_write_bytes(path, buffer.getvalue())
+
+
+def learning_curves(history: list[dict], path: str | os.PathLike) -> Path:
+    """Loss and accuracy per epoch (train, and validation when the run held some out)."""
+    epochs = [r["epoch"] for r in history]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    ax_loss.plot(epochs, [r["train_loss"] for r in history], "o-", label="train loss")
+    ax_loss.set(title="Loss", xlabel="epoch", ylabel="cross-entropy")
+    ax_acc.plot(epochs, [r["train_acc"] for r in history], "o-", label="train (dropout on)")
+    if any("val_acc" in r for r in history):
+        val = [(r["epoch"], r["val_acc"]) for r in history if "val_acc" in r]
+        ax_acc.plot(*zip(*val, strict=True), "s-", label="validation")
+    ax_acc.set(title="Accuracy", xlabel="epoch", ylabel="accuracy")
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+        ax.legend()
+        if epochs:
+            ax.set_xticks(epochs if len(epochs) <= 20 else epochs[:: max(1, len(epochs) // 10)])
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def confusion_heatmap(confusion, class_names, path: str | os.PathLike, title: str = "") -> Path:
+    """The confusion matrix as a heat map with counts, rows = true label."""
+    import numpy as np
+
+    matrix = np.asarray(confusion)
+    fig, ax = plt.subplots(figsize=(7.5, 6.5))
+    shown = np.log1p(matrix)
+    image = ax.imshow(shown, cmap="Blues")
+    n = len(class_names)
+    ax.set_xticks(range(n), class_names, rotation=45 if max(map(len, class_names)) > 2 else 0)
+    ax.set_yticks(range(n), class_names)
+    ax.set(xlabel="predicted", ylabel="true", title=title or "Confusion matrix (test set)")
+    threshold = shown.max() / 2
+    for i in range(n):
+        for j in range(n):
+            color = "white" if shown[i, j] > threshold else "black"
+            ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=8, color=color)
+    fig.colorbar(image, ax=ax, label="log(1 + count)")
+    fig.tight_layout()
+    return save_figure(fig, path)

@@ -1,0 +1,243 @@
+"""``deepconvnet train`` and ``deepconvnet evaluate``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from deepconvnet.cli.common import (
+    add_data_options,
+    add_threads_option,
+    nonnegative_int,
+    positive_float,
+    positive_int,
+)
+
+EXIT_INTERRUPTED = 130
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    _register_train(sub)
+    _register_evaluate(sub)
+
+
+def add_train_options(parser: argparse.ArgumentParser) -> None:
+    """Every option of a training run; `ensemble train` takes the same ones."""
+    from deepconvnet.train import TrainConfig
+
+    d = TrainConfig()
+    parser.add_argument("--model", default=d.model, help=f"model name (default: {d.model})")
+    add_data_options(parser)
+    parser.add_argument(
+        "--epochs", type=positive_int, default=d.epochs, help=f"(default: {d.epochs})"
+    )
+    parser.add_argument(
+        "--batch-size", type=positive_int, default=d.batch_size, help=f"(default: {d.batch_size})"
+    )
+    parser.add_argument("--lr", type=positive_float, default=d.lr, help=f"(default: {d.lr})")
+    parser.add_argument(
+        "--optimizer",
+        default=d.optimizer,
+        choices=["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam"],
+        help=f"(default: {d.optimizer})",
+    )
+    parser.add_argument(
+        "--weight-decay", type=float, default=d.weight_decay, help="L2 weight decay (default: 0)"
+    )
+    parser.add_argument(
+        "--lr-schedule",
+        default=d.lr_schedule,
+        metavar="SPEC",
+        help="learning-rate schedule: constant, exp:0.95, step:10:0.5, cosine, warmup:2+cosine",
+    )
+    parser.add_argument(
+        "--augment",
+        default=d.augment,
+        metavar="SPEC",
+        help="data augmentation: a preset (standard, elastic) or e.g. rotate=15,shift=0.1,scale=0.15",
+    )
+    parser.add_argument("--seed", type=nonnegative_int, default=d.seed, help="(default: 0)")
+    parser.add_argument(
+        "--train-limit",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="train on the first N training images only (quick runs)",
+    )
+    parser.add_argument(
+        "--val",
+        type=nonnegative_int,
+        default=0,
+        metavar="N",
+        help="hold out N training images to monitor validation accuracy each epoch",
+    )
+    add_threads_option(parser)
+    parser.add_argument(
+        "--backend",
+        choices=["fast", "reference"],
+        default=None,
+        help="kernels: fast (channels-last, threaded; default) or reference (the book's im2col)",
+    )
+    parser.add_argument(
+        "--checkpoint-every",
+        type=nonnegative_int,
+        default=0,
+        metavar="N",
+        help="also checkpoint every N steps (a checkpoint is always written after each epoch)",
+    )
+    parser.add_argument(
+        "--dropout", type=float, default=None, help="dropout ratio of the model (default: 0.5)"
+    )
+    parser.add_argument(
+        "--no-progress", action="store_true", help="no progress bar (epoch lines still print)"
+    )
+
+
+def config_from_args(args: argparse.Namespace):
+    """Turn parsed options into a TrainConfig (validating what argparse cannot)."""
+    from deepconvnet.errors import DeepConvNetError
+    from deepconvnet.models import MODELS
+    from deepconvnet.train import TrainConfig
+
+    if args.model not in MODELS:
+        raise DeepConvNetError(
+            f"unknown model {args.model!r} (choose from {', '.join(sorted(MODELS))})"
+        )
+    model_options = {}
+    if args.dropout is not None:
+        if not 0.0 <= args.dropout < 1.0:
+            raise DeepConvNetError(f"--dropout must be in [0, 1), got {args.dropout}")
+        model_options["dropout"] = args.dropout
+    if args.weight_decay < 0:
+        raise DeepConvNetError(f"--weight-decay must be >= 0, got {args.weight_decay}")
+    config = TrainConfig(
+        model=args.model,
+        dataset=args.dataset,
+        data_dir=args.data_dir,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        optimizer=args.optimizer,
+        weight_decay=args.weight_decay,
+        lr_schedule=args.lr_schedule,
+        augment=args.augment,
+        seed=args.seed,
+        train_limit=args.train_limit,
+        val=args.val,
+        threads=args.threads,
+        backend=args.backend,
+        checkpoint_every=args.checkpoint_every,
+        model_options=model_options,
+    )
+    _validate_specs(config)
+    return config
+
+
+def _validate_specs(config) -> None:
+    """Parse schedule and augmentation specs up front so typos fail before any work."""
+    from deepconvnet.data.augment import parse_augment
+    from deepconvnet.schedules import parse_schedule
+
+    parse_schedule(config.lr_schedule)
+    parse_augment(config.augment)
+
+
+def _register_train(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "train",
+        help="train a network (defaults: the book's recipe, 99.38%% on MNIST)",
+        description=(
+            "Train a network. The defaults are the book's recipe: DeepConvNet (figure 8-1), He init, "
+            "Adam lr 0.001, batch 100, 20 epochs, all 60,000 training images, seed 0. The test set is "
+            "evaluated once, at the end. Ctrl-C stops cleanly after the current step; "
+            "--resume carries on bit-identically."
+        ),
+    )
+    add_train_options(parser)
+    parser.add_argument(
+        "--out", default=None, metavar="DIR", help="run directory (default: runs/<timestamp>)"
+    )
+    parser.add_argument(
+        "--resume",
+        default=None,
+        metavar="RUN_DIR",
+        help="carry on an interrupted run with its saved configuration",
+    )
+    parser.set_defaults(func=run_train)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from deepconvnet.train import TrainingInterrupted, load_config, new_run_dir, train
+
+    if args.resume:
+        run_dir = Path(args.resume)
+        config = load_config(run_dir)
+        if args.threads is not None and args.threads != config.threads:
+            print(
+                f"note: resuming with --threads {args.threads} (the run used {config.threads}); "
+                "results may differ in the last bits",
+                file=sys.stderr,
+            )
+            config.threads = args.threads
+    else:
+        config = config_from_args(args)
+        run_dir = Path(args.out) if args.out else new_run_dir()
+    try:
+        result = train(config, run_dir, resume=bool(args.resume), progress=not args.no_progress)
+    except TrainingInterrupted as stop:
+        print(f"deepconvnet: {stop}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    print(f"test accuracy: {result.test_accuracy:.4f} ({result.correct}/{result.total})")
+    print(f"run saved in {result.run_dir}")
+    return 0
+
+
+def _register_evaluate(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "evaluate",
+        help="accuracy, per-class accuracy and confusion matrix on the full test set",
+        description=(
+            "Evaluate a trained model on the full test set: accuracy, per-class accuracy and the "
+            "confusion matrix (printed, and saved as plots/confusion.png beside the model)."
+        ),
+    )
+    parser.add_argument("model", metavar="RUN_DIR|model.npz", help="a run directory or model file")
+    add_data_options(parser)
+    add_threads_option(parser)
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.set_defaults(func=run_evaluate)
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from deepconvnet.analysis import evaluate_predictions, format_confusion
+    from deepconvnet.checkpoint import load_model, resolve_model_path
+    from deepconvnet.data import load_dataset, to_float
+    from deepconvnet.plots import confusion_heatmap
+    from deepconvnet.threads import set_threads
+
+    set_threads(args.threads)
+    model_path = resolve_model_path(args.model)
+    model = load_model(model_path)
+    dataset = load_dataset(args.dataset, args.data_dir)
+    predicted = model.predict(to_float(dataset.test_images), batch_size=1000)
+    report = evaluate_predictions(predicted, dataset.test_labels, len(dataset.class_names))
+    plot = confusion_heatmap(
+        report["confusion"],
+        list(dataset.class_names),
+        model_path.parent / "plots" / "confusion.png",
+        title=f"Confusion matrix - {dataset.name} test set, accuracy {report['accuracy']:.4f}",
+    )
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    print(f"model:    {model_path}")
+    print(
+        f"accuracy: {report['accuracy']:.4f} ({report['correct']}/{report['total']}) "
+        f"on the {dataset.name} test set"
+    )
+    print()
+    print(format_confusion(report["confusion"], dataset.class_names))
+    print(f"\nconfusion plot: {plot}")
+    return 0

@@ -1,0 +1,523 @@
+"""The training loop: epochs, progress, metrics, checkpoints, resume and clean interruption.
+
+A run directory holds everything a run produced and everything needed to carry it on:
+
+``config.json``        every hyperparameter, versions, dataset checksums, wall time
+``metrics.jsonl``      one record per finished epoch
+``checkpoint.npz``     resume state: parameters, optimizer state, RNG state, position in the data
+``model.npz``          the trained model (parameters + spec), rebuilt from this file alone
+``optimizer.npz``      the optimizer's state at the end
+``results.json``       the single test-set evaluation at the end
+``plots/learning_curves.png``
+
+Resuming is exact: the data order of each epoch is a pure function of (seed, epoch), the dropout
+Generator's state is saved, and the running epoch statistics are saved, so a resumed run finishes
+with parameters bit-identical to an uninterrupted one (same thread count and BLAS).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from deepconvnet import __version__
+from deepconvnet.errors import CheckpointError, DeepConvNetError
+from deepconvnet.fileio import (
+    array_to_json,
+    atomic_save_npz,
+    atomic_write_json,
+    atomic_write_text,
+    json_to_array,
+    load_npz,
+)
+
+CHECKPOINT = "checkpoint.npz"
+CONFIG = "config.json"
+METRICS = "metrics.jsonl"
+MODEL = "model.npz"
+OPTIMIZER = "optimizer.npz"
+RESULTS = "results.json"
+
+
+class TrainingInterrupted(Exception):
+    """Raised after a clean stop on SIGINT/SIGTERM; the checkpoint on disk is resumable."""
+
+    def __init__(self, run_dir: Path):
+        super().__init__(f"interrupted; resume with: deepconvnet train --resume {run_dir}")
+        self.run_dir = run_dir
+
+
+class TrainingDiverged(DeepConvNetError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+@dataclass
+class TrainConfig:
+    """Every choice that shapes a run. Defaults are the book's recipe (section 8.1.1)."""
+
+    model: str = "deepconvnet"
+    dataset: str = "mnist"
+    data_dir: str | None = None
+    epochs: int = 20
+    batch_size: int = 100
+    lr: float = 0.001
+    optimizer: str = "adam"
+    weight_decay: float = 0.0
+    lr_schedule: str = "constant"
+    augment: str | None = None
+    seed: int = 0
+    train_limit: int | None = None
+    val: int = 0
+    threads: int | None = None
+    backend: str | None = None
+    dtype: str = "float32"
+    checkpoint_every: int = 0
+    model_options: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass
+class TrainState:
+    """Where a run stands: the part of the checkpoint that is not arrays."""
+
+    epoch: int = 0  # the epoch in progress (0-based)
+    batch: int = 0  # the next batch of that epoch
+    step: int = 0  # optimizer steps taken in all
+    loss_sum: float = 0.0  # running sums over the epoch in progress
+    correct: int = 0
+    seen: int = 0
+    epoch_seconds: float = 0.0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    rng_state: dict[str, Any] = field(default_factory=dict)
+    train_seconds: float = 0.0
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    test_accuracy: float
+    correct: int
+    total: int
+    history: list[dict[str, Any]]
+    wall_seconds: float
+
+
+# --------------------------------------------------------------------------------------------
+# Signals: finish the step, checkpoint, exit 130
+
+
+class StopFlag:
+    """Set by SIGINT/SIGTERM so the loop can stop between steps instead of mid-update."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        if self.requested:  # a second Ctrl-C means: stop now
+            raise KeyboardInterrupt
+        self.requested = True
+        name = signal.Signals(signum).name
+        print(
+            f"\n{name} received: finishing the current step and saving a checkpoint...",
+            file=sys.stderr,
+        )
+
+
+@contextmanager
+def graceful_stop() -> Iterator[StopFlag]:
+    flag = StopFlag()
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    for s in previous:
+        signal.signal(s, flag)
+    try:
+        yield flag
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+# --------------------------------------------------------------------------------------------
+# The run
+
+
+def new_run_dir(base: str | Path = "runs") -> Path:
+    return Path(base) / datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
+def train(
+    config: TrainConfig,
+    run_dir: str | Path,
+    *,
+    resume: bool = False,
+    log: Callable[[str], None] | None = None,
+    progress: bool = True,
+) -> RunResult:
+    """Train (or resume) a run in ``run_dir``, evaluate once on the test set, return the result."""
+    from deepconvnet.data import load_dataset
+
+    log = log or _print_err
+    run_dir = Path(run_dir)
+    started = time.perf_counter()
+    _prepare_run_dir(run_dir, resume)
+
+    threads = _configure_threads(config.threads)
+    dataset = load_dataset(config.dataset, config.data_dir, log=log)
+    train_x, train_t, val_x, val_t = _split(dataset, config)
+
+    model = _build_model(config, dataset)
+    optimizer = _build_optimizer(config)
+    schedule = _build_schedule(config)
+    loader = _build_loader(config, train_x, train_t)
+
+    if resume:
+        state = _load_checkpoint(run_dir, model, optimizer)
+        log(f"resuming {run_dir} at epoch {state.epoch + 1}, batch {state.batch}")
+    else:
+        state = TrainState(rng_state=model.rng.bit_generator.state)
+        _write_config(run_dir, config, dataset, threads, model, extra={"n_train": len(train_t)})
+    model.rng.bit_generator.state = state.rng_state
+
+    log(
+        f"training {config.model} ({_num_params(model):,} parameters) on {len(train_t):,} images"
+        f" for {config.epochs} epochs, batch {config.batch_size}, {config.optimizer} "
+        f"lr {config.lr}, {threads} thread(s) -> {run_dir}"
+    )
+    with graceful_stop() as stop:
+        _fit(
+            config,
+            model,
+            optimizer,
+            schedule,
+            loader,
+            (val_x, val_t),
+            state,
+            run_dir,
+            stop,
+            log,
+            progress,
+        )
+
+    from deepconvnet.analysis import evaluate_predictions
+
+    from deepconvnet.data import to_float
+
+    test_x = to_float(dataset.test_images)
+    test = evaluate_predictions(model.predict(test_x, batch_size=1000), dataset.test_labels)
+    _finish_run(run_dir, model, optimizer, state, test, time.perf_counter() - started)
+    log(f"test accuracy {test['accuracy']:.4f} ({test['correct']}/{test['total']})")
+    return RunResult(
+        run_dir,
+        test["accuracy"],
+        test["correct"],
+        test["total"],
+        state.history,
+        state.train_seconds,
+    )
+
+
+def _fit(config, model, optimizer, schedule, loader, val, state, run_dir, stop, log, progress):
+    """The epoch loop. Checkpoints after every epoch and, optionally, every N steps."""
+    from tqdm import tqdm
+
+    for epoch in range(state.epoch, config.epochs):
+        optimizer.lr = schedule.lr(epoch, config.lr, config.epochs)
+        bar = tqdm(
+            total=len(loader),
+            initial=state.batch,
+            desc=f"epoch {epoch + 1}/{config.epochs}",
+            unit="batch",
+            disable=not progress or None,
+            leave=False,
+            file=sys.stderr,
+            dynamic_ncols=True,
+        )
+        epoch_start = time.perf_counter() - state.epoch_seconds
+        for x, t in loader.epoch(epoch, start_batch=state.batch):
+            loss = _train_step(model, optimizer, x, t, state)
+            if not math.isfinite(loss):
+                bar.close()
+                raise TrainingDiverged(
+                    f"loss became {loss} at epoch {epoch + 1}, batch {state.batch}; the last good "
+                    f"checkpoint is kept in {run_dir} (try a smaller --lr)"
+                )
+            bar.update(1)
+            bar.set_postfix(
+                loss=f"{state.loss_sum / max(state.batch, 1):.4f}",
+                img_s=f"{state.seen / max(time.perf_counter() - epoch_start, 1e-9):.0f}",
+                refresh=False,
+            )
+            state.epoch_seconds = time.perf_counter() - epoch_start
+            periodic = config.checkpoint_every and state.step % config.checkpoint_every == 0
+            if stop.requested or (periodic and state.batch < len(loader)):
+                _save_checkpoint(run_dir, model, optimizer, state)
+                if stop.requested:
+                    bar.close()
+                    raise TrainingInterrupted(run_dir)
+        bar.close()
+        record = _end_epoch(config, model, optimizer, val, state, epoch)
+        log(_format_epoch(record, config.epochs))
+        _save_epoch(run_dir, model, optimizer, state)
+        if stop.requested:
+            raise TrainingInterrupted(run_dir)
+
+
+def _train_step(model, optimizer, x: np.ndarray, t: np.ndarray, state: TrainState) -> float:
+    loss = float(model.loss(x, t, train=True))
+    model.backward()
+    optimizer.step(model.params(), model.grads())
+    state.batch += 1
+    state.step += 1
+    state.loss_sum += loss
+    state.correct += int(np.count_nonzero(model.last_scores().argmax(axis=1) == t))
+    state.seen += len(t)
+    return loss
+
+
+def _end_epoch(config, model, optimizer, val, state: TrainState, epoch: int) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "epoch": epoch + 1,
+        "lr": optimizer.lr,
+        "train_loss": state.loss_sum / max(state.batch, 1),
+        "train_acc": state.correct / max(state.seen, 1),
+    }
+    val_x, val_t = val
+    if len(val_t):
+        record["val_acc"] = float(np.mean(model.predict(val_x, batch_size=1000) == val_t))
+    record["seconds"] = state.epoch_seconds
+    state.history.append(record)
+    state.train_seconds += state.epoch_seconds
+    state.epoch, state.batch = epoch + 1, 0
+    state.loss_sum, state.correct, state.seen, state.epoch_seconds = 0.0, 0, 0, 0.0
+    return record
+
+
+def _format_epoch(record: dict[str, Any], epochs: int) -> str:
+    line = (
+        f"epoch {record['epoch']:>2}/{epochs}  loss {record['train_loss']:.4f}  "
+        f"train acc {record['train_acc']:.4f}"
+    )
+    if "val_acc" in record:
+        line += f"  val acc {record['val_acc']:.4f}"
+    return line + f"  lr {record['lr']:.2e}  {record['seconds']:.1f}s"
+
+
+# --------------------------------------------------------------------------------------------
+# Building the pieces from the config
+
+
+def _configure_threads(threads: int | None) -> int:
+    from deepconvnet.threads import set_threads
+
+    return set_threads(threads)
+
+
+def _split(dataset, config: TrainConfig):
+    from deepconvnet.data import to_float, train_val_split
+
+    images, labels = dataset.train_images, dataset.train_labels
+    if config.train_limit is not None:
+        if config.train_limit > len(labels):
+            raise DeepConvNetError(
+                f"--train-limit {config.train_limit} exceeds the {len(labels)} training images"
+            )
+        images, labels = images[: config.train_limit], labels[: config.train_limit]
+    if config.val >= len(labels):
+        raise DeepConvNetError(f"--val {config.val} leaves no training images (of {len(labels)})")
+    train_x, train_t, val_x, val_t = train_val_split(images, labels, config.val, config.seed)
+    return train_x, train_t, to_float(val_x), val_t
+
+
+def _build_model(config: TrainConfig, dataset):
+    from deepconvnet.models import build_model, default_backend
+
+    model = build_model(
+        config.model,
+        rng=np.random.default_rng([config.seed, 0]),
+        dtype=np.dtype(config.dtype),
+        **config.model_options,
+    )
+    model.rng = np.random.default_rng([config.seed, 1])
+    model.set_backend(config.backend or default_backend())
+    return model
+
+
+def _build_optimizer(config: TrainConfig):
+    from deepconvnet.optimizers import build_optimizer
+
+    return build_optimizer(config.optimizer, config.lr, weight_decay=config.weight_decay)
+
+
+def _build_schedule(config: TrainConfig):
+    from deepconvnet.schedules import parse_schedule
+
+    return parse_schedule(config.lr_schedule)
+
+
+def _build_loader(config: TrainConfig, images: np.ndarray, labels: np.ndarray):
+    from deepconvnet.data.augment import parse_augment
+    from deepconvnet.data.loader import BatchLoader
+
+    return BatchLoader(
+        images,
+        labels,
+        config.batch_size,
+        seed=config.seed,
+        shuffle=True,
+        augment=parse_augment(config.augment),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# The run directory
+
+
+def _prepare_run_dir(run_dir: Path, resume: bool) -> None:
+    if resume:
+        if not (run_dir / CHECKPOINT).is_file():
+            raise DeepConvNetError(f"{run_dir}: no {CHECKPOINT} to resume from")
+        return
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise DeepConvNetError(
+            f"{run_dir} already exists and is not empty (use --resume {run_dir} to continue it, "
+            "or choose another --out)"
+        )
+    try:
+        (run_dir / "plots").mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DeepConvNetError(f"cannot create run directory {run_dir}: {exc.strerror}") from exc
+
+
+def load_config(run_dir: str | Path) -> TrainConfig:
+    path = Path(run_dir) / CONFIG
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DeepConvNetError(f"{run_dir}: not a run directory (no {CONFIG})") from None
+    except (OSError, ValueError) as exc:
+        raise DeepConvNetError(f"{path}: unreadable ({exc})") from exc
+    return TrainConfig.from_dict(data.get("config", {}))
+
+
+def _write_config(run_dir: Path, config: TrainConfig, dataset, threads: int, model, extra) -> None:
+    from deepconvnet.threads import blas_info
+
+    atomic_write_json(
+        run_dir / CONFIG,
+        {
+            "config": asdict(config),
+            "command": sys.argv,
+            "model_spec": model.spec(),
+            "params": _num_params(model),
+            "threads": threads,
+            "dataset": {"name": dataset.name, "source": dataset.source, **dataset.checksums},
+            "versions": _versions(),
+            "blas": blas_info(),
+            "platform": platform.platform(),
+            "started": datetime.now().isoformat(timespec="seconds"),
+            **extra,
+        },
+    )
+
+
+def _versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    versions = {"deepconvnet": __version__, "python": platform.python_version()}
+    for name in ("numpy", "scipy", "threadpoolctl"):
+        try:
+            versions[name] = md.version(name)
+        except md.PackageNotFoundError:
+            pass
+    return versions
+
+
+def _state_to_arrays(model, optimizer, state: TrainState) -> dict[str, np.ndarray]:
+    state.rng_state = model.rng.bit_generator.state
+    arrays = {f"model/{k}": v for k, v in {**model.params(), **model.buffers()}.items()}
+    arrays.update({f"optim/{k}": v for k, v in optimizer.state_dict().items()})
+    arrays["__state__"] = json_to_array(asdict(state))
+    arrays["__spec__"] = json_to_array(model.spec())
+    return arrays
+
+
+def _save_checkpoint(run_dir: Path, model, optimizer, state: TrainState) -> None:
+    atomic_save_npz(run_dir / CHECKPOINT, _state_to_arrays(model, optimizer, state))
+
+
+def _save_epoch(run_dir: Path, model, optimizer, state: TrainState) -> None:
+    """After each epoch: the metrics so far, the model, then the resume checkpoint."""
+    from deepconvnet.checkpoint import save_model
+    from deepconvnet.plots import learning_curves
+
+    atomic_write_text(run_dir / METRICS, "".join(json.dumps(r) + "\n" for r in state.history))
+    save_model(run_dir / MODEL, model, metadata={"epoch": state.epoch})
+    learning_curves(state.history, run_dir / "plots" / "learning_curves.png")
+    _save_checkpoint(run_dir, model, optimizer, state)
+
+
+def _load_checkpoint(run_dir: Path, model, optimizer) -> TrainState:
+    path = run_dir / CHECKPOINT
+    try:
+        arrays = load_npz(path)
+    except DeepConvNetError as exc:
+        raise CheckpointError(str(exc)) from exc
+    if "__state__" not in arrays:
+        raise CheckpointError(f"{path}: not a training checkpoint (no __state__)")
+    if array_to_json(arrays["__spec__"]) != model.spec():
+        raise CheckpointError(f"{path}: checkpoint is of another architecture than {CONFIG}")
+    live = {**model.params(), **model.buffers()}
+    for name, target in live.items():
+        saved = arrays.get(f"model/{name}")
+        if saved is None or saved.shape != target.shape:
+            raise CheckpointError(f"{path}: parameter {name} missing or mis-shaped")
+        target[...] = saved
+    optimizer.load_state_dict(
+        {k.removeprefix("optim/"): v for k, v in arrays.items() if k.startswith("optim/")}
+    )
+    return TrainState(**array_to_json(arrays["__state__"]))
+
+
+def _finish_run(run_dir: Path, model, optimizer, state: TrainState, test: dict, seconds: float):
+    from deepconvnet.checkpoint import save_model
+
+    save_model(run_dir / MODEL, model, metadata={"epoch": state.epoch})
+    atomic_save_npz(run_dir / OPTIMIZER, optimizer.state_dict())
+    results = {
+        "test_accuracy": test["accuracy"],
+        "test_correct": test["correct"],
+        "test_total": test["total"],
+        "epochs": state.epoch,
+        "train_seconds": state.train_seconds,
+        "seconds_per_epoch": state.train_seconds / max(state.epoch, 1),
+        "wall_seconds_this_process": seconds,
+    }
+    atomic_write_json(run_dir / RESULTS, results)
+    config_path = run_dir / CONFIG
+    config = json.loads(config_path.read_text())
+    config["wall_seconds"] = state.train_seconds
+    config["finished"] = datetime.now().isoformat(timespec="seconds")
+    atomic_write_json(config_path, config)
+
+
+def _num_params(model) -> int:
+    return sum(p.size for p in model.params().values())
+
+
+def _print_err(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
