@@ -23,6 +23,9 @@ SMALL = [
 ]  # fmt: skip
 
 
+DIVERGING = ["--train-limit", "500", "--epochs", "2", "--optimizer", "sgd", "--lr", "1e30"]
+
+
 def train_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "deepconvnet", "train", *args]
 
@@ -129,19 +132,7 @@ def test_sigterm_checkpoints_and_exits_130(straight_run, tmp_path):
 def test_divergence_stops_with_a_clear_message(tmp_path):
     run_dir = tmp_path / "diverged"
     done = subprocess.run(
-        train_cmd(
-            "--train-limit",
-            "500",
-            "--epochs",
-            "2",
-            "--optimizer",
-            "sgd",
-            "--lr",
-            "1e30",
-            "--no-progress",
-            "--out",
-            str(run_dir),
-        ),  # fmt: skip
+        train_cmd(*DIVERGING, "--no-progress", "--out", str(run_dir)),
         capture_output=True,
         text=True,
         timeout=120,

@@ -13,10 +13,10 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
 
-from deepconvnet.fileio import atomic_write_bytes  # noqa: E402
+from deepconvnet.fileio import atomic_write_bytes
 
 DPI = 100
 

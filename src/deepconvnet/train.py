@@ -24,7 +24,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
 from pathlib import Path
@@ -214,7 +214,6 @@ def train(
         )
 
     from deepconvnet.analysis import evaluate_predictions
-
     from deepconvnet.data import to_float
 
     test_x = to_float(dataset.test_images)
@@ -440,10 +439,8 @@ def _versions() -> dict[str, str]:
 
     versions = {"deepconvnet": __version__, "python": platform.python_version()}
     for name in ("numpy", "scipy", "threadpoolctl"):
-        try:
+        with suppress(md.PackageNotFoundError):
             versions[name] = md.version(name)
-        except md.PackageNotFoundError:
-            pass
     return versions
 
 

@@ -56,7 +56,8 @@ def add_train_options(parser: argparse.ArgumentParser) -> None:
         "--augment",
         default=d.augment,
         metavar="SPEC",
-        help="data augmentation: a preset (standard, elastic) or e.g. rotate=15,shift=0.1,scale=0.15",
+        help="data augmentation: a preset (standard, elastic) or keys such as "
+        "rotate=15,shift=0.1,scale=0.15",
     )
     parser.add_argument("--seed", type=nonnegative_int, default=d.seed, help="(default: 0)")
     parser.add_argument(
@@ -149,10 +150,10 @@ def _register_train(sub: argparse._SubParsersAction) -> None:
         "train",
         help="train a network (defaults: the book's recipe, 99.38%% on MNIST)",
         description=(
-            "Train a network. The defaults are the book's recipe: DeepConvNet (figure 8-1), He init, "
-            "Adam lr 0.001, batch 100, 20 epochs, all 60,000 training images, seed 0. The test set is "
-            "evaluated once, at the end. Ctrl-C stops cleanly after the current step; "
-            "--resume carries on bit-identically."
+            "Train a network. The defaults are the book's recipe: DeepConvNet (figure 8-1), "
+            "He init, Adam lr 0.001, batch 100, 20 epochs, all 60,000 training images, seed 0. "
+            "The test set is evaluated once, at the end. Ctrl-C stops cleanly after the current "
+            "step; --resume carries on bit-identically."
         ),
     )
     add_train_options(parser)
