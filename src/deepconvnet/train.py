@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 import platform
+import resource
 import signal
 import sys
 import time
@@ -503,6 +504,7 @@ def _finish_run(run_dir: Path, model, optimizer, state: TrainState, test: dict, 
         "train_seconds": state.train_seconds,
         "seconds_per_epoch": state.train_seconds / max(state.epoch, 1),
         "wall_seconds_this_process": seconds,
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
     atomic_write_json(run_dir / RESULTS, results)
     config_path = run_dir / CONFIG
