@@ -1,0 +1,444 @@
+"""The layers of chapter 8: forward and backward by hand, as in the book, plus a layout switch.
+
+Every layer follows one contract: ``params`` / ``grads`` dicts (live arrays), ``forward(x,
+train=False)``, ``backward(dout)``, ``spec()`` (JSON-able constructor arguments plus ``"type"``)
+and ``output_shape(input_shape)`` on per-sample NCHW shapes. ``layout`` is ``"NCHW"`` (reference
+kernels) or ``"NHWC"`` (fast kernels); :class:`~deepconvnet.models.Sequential` sets it for every
+layer at once. Parameters have one shape whatever the layout, so checkpoints work with both.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from deepconvnet import init
+from deepconvnet.kernels import for_layout
+from deepconvnet.kernels.reference import output_size
+
+Shape = tuple[int, ...]
+
+
+def _pair(value: int | tuple[int, int] | list[int]) -> tuple[int, int]:
+    if isinstance(value, int | np.integer):
+        return int(value), int(value)
+    kh, kw = value
+    return int(kh), int(kw)
+
+
+class Layer:
+    """Base class: no parameters, identity shape, NCHW layout."""
+
+    def __init__(self) -> None:
+        self.params: dict[str, np.ndarray] = {}
+        self.grads: dict[str, np.ndarray] = {}
+        self.buffers: dict[str, np.ndarray] = {}
+        self.layout = "NCHW"
+
+    def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
+        raise NotImplementedError
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def config(self) -> dict[str, Any]:
+        """Constructor arguments (JSON-able)."""
+        return {}
+
+    def spec(self) -> dict[str, Any]:
+        return {"type": type(self).__name__, **self.config()}
+
+    def output_shape(self, input_shape: Shape) -> Shape:
+        return tuple(input_shape)
+
+    def initialize(self, rng: np.random.Generator) -> None:
+        """Draw fresh parameters (no-op for parameter-free layers)."""
+
+    def astype(self, dtype: np.dtype) -> None:
+        """Convert parameters, gradients and buffers to ``dtype`` (new arrays)."""
+        for store in (self.params, self.grads, self.buffers):
+            for key, value in store.items():
+                store[key] = value.astype(dtype)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
+        return f"{type(self).__name__}({args})"
+
+
+class Convolution(Layer):
+    """2-D cross-correlation with ``out_channels`` filters of ``kernel_size`` (int or (kh, kw))."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int, int] = 3,
+        stride: int = 1,
+        pad: int = 0,
+        weight_init: str = "he",
+    ) -> None:
+        super().__init__()
+        self.in_channels, self.out_channels = int(in_channels), int(out_channels)
+        self.kernel_size = _pair(kernel_size)
+        self.stride, self.pad = int(stride), int(pad)
+        self.weight_init = init.check_name(weight_init)
+        kh, kw = self.kernel_size
+        self.params["W"] = np.zeros((self.out_channels, self.in_channels, kh, kw), np.float32)
+        self.params["b"] = np.zeros(self.out_channels, np.float32)
+        self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
+        self._cache: Any = None
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "in_channels": self.in_channels,
+            "out_channels": self.out_channels,
+            "kernel_size": list(self.kernel_size),
+            "stride": self.stride,
+            "pad": self.pad,
+            "weight_init": self.weight_init,
+        }
+
+    def initialize(self, rng: np.random.Generator) -> None:
+        W = self.params["W"]
+        W[...] = init.initialize(self.weight_init, W.shape, rng, W.dtype)
+        self.params["b"][...] = 0
+
+    def output_shape(self, input_shape: Shape) -> Shape:
+        _, h, w = input_shape
+        kh, kw = self.kernel_size
+        return (
+            self.out_channels,
+            output_size(h, kh, self.stride, self.pad),
+            output_size(w, kw, self.stride, self.pad),
+        )
+
+    def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
+        kernels = for_layout(self.layout)
+        y, self._cache = kernels.conv2d_forward(
+            x, self.params["W"], self.params["b"], self.stride, self.pad
+        )
+        return y
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        dx, dW, db = for_layout(self.layout).conv2d_backward(dout, self._cache)
+        self.grads["W"] = dW
+        self.grads["b"] = db
+        return dx
+
+
+class MaxPooling(Layer):
+    """Max over ``pool_h`` x ``pool_w`` windows; gradient to the first maximum of each window."""
+
+    def __init__(
+        self, pool_h: int = 2, pool_w: int | None = None, stride: int | None = None, pad: int = 0
+    ) -> None:
+        super().__init__()
+        self.pool_h = int(pool_h)
+        self.pool_w = self.pool_h if pool_w is None else int(pool_w)
+        self.stride = self.pool_h if stride is None else int(stride)
+        self.pad = int(pad)
+        self._cache: Any = None
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "pool_h": self.pool_h,
+            "pool_w": self.pool_w,
+            "stride": self.stride,
+            "pad": self.pad,
+        }
+
+    def output_shape(self, input_shape: Shape) -> Shape:
+        c, h, w = input_shape
+        return (
+            c,
+            output_size(h, self.pool_h, self.stride, self.pad),
+            output_size(w, self.pool_w, self.stride, self.pad),
+        )
+
+    def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
+        kernels = for_layout(self.layout)
+        y, self._cache = kernels.maxpool_forward(x, self.pool_h, self.pool_w, self.stride, self.pad)
+        return y
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        return for_layout(self.layout).maxpool_backward(dout, self._cache)
+
+
+class Affine(Layer):
+    """``x @ W + b`` on the flattened input; flattens in NCHW order whatever the layout."""
+
+    def __init__(self, in_features: int, out_features: int, weight_init: str = "he") -> None:
+        super().__init__()
+        self.in_features, self.out_features = int(in_features), int(out_features)
+        self.weight_init = init.check_name(weight_init)
+        self.params["W"] = np.zeros((self.in_features, self.out_features), np.float32)
+        self.params["b"] = np.zeros(self.out_features, np.float32)
+        self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
+        self._x2d: np.ndarray | None = None
+        self._x_shape: Shape = ()
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "in_features": self.in_features,
+            "out_features": self.out_features,
+            "weight_init": self.weight_init,
+        }
+
+    def initialize(self, rng: np.random.Generator) -> None:
+        W = self.params["W"]
+        W[...] = init.initialize(self.weight_init, W.shape, rng, W.dtype)
+        self.params["b"][...] = 0
+
+    def output_shape(self, input_shape: Shape) -> Shape:
+        n_in = int(np.prod(input_shape))
+        if n_in != self.in_features:
+            raise ValueError(f"Affine expects {self.in_features} inputs, got shape {input_shape}")
+        return (self.out_features,)
+
+    def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
+        self._x_shape = x.shape
+        if self.layout == "NHWC" and x.ndim == 4:
+            x = x.transpose(0, 3, 1, 2)  # back to NCHW so the flat order matches the weights
+        self._x2d = x.reshape(x.shape[0], -1)
+        out = self._x2d @ self.params["W"]
+        out += self.params["b"]
+        return out
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        self.grads["W"] = self._x2d.T @ dout
+        self.grads["b"] = dout.sum(axis=0)
+        dx = dout @ self.params["W"].T
+        if self.layout == "NHWC" and len(self._x_shape) == 4:
+            n, h, w, c = self._x_shape
+            return np.ascontiguousarray(dx.reshape(n, c, h, w).transpose(0, 2, 3, 1))
+        return dx.reshape(self._x_shape)
+
+
+class ReLU(Layer):
+    """``max(0, x)``; the gradient at exactly 0 is 0, as in the book."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._mask: np.ndarray | None = None
+
+    def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
+        self._mask = x > 0
+        return np.maximum(x, 0, dtype=x.dtype)
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        return dout * self._mask
+
+
+DROPOUT_MODES = ("book", "inverted")
+
+
+class Dropout(Layer):
+    """Drop units with probability ``ratio`` at train time.
+
+    ``mode="book"`` keeps surviving units unscaled and multiplies by ``1 - ratio`` at test time (the
+    book's rule, needed for its published weights); ``mode="inverted"`` scales survivors by
+    ``1 / (1 - ratio)`` at train time and is the identity at test time. Masks come from ``rng``
+    (set by the model to ``Sequential.rng``). :meth:`hold_mask` freezes the last mask so that the
+    network is a fixed function for gradient checking.
+    """
+
+    def __init__(self, ratio: float = 0.5, mode: str = "book") -> None:
+        super().__init__()
+        if not 0.0 <= float(ratio) < 1.0:
+            raise ValueError(f"dropout ratio must be in [0, 1), got {ratio}")
+        if mode not in DROPOUT_MODES:
+            raise ValueError(f"unknown dropout mode {mode!r}; expected one of {DROPOUT_MODES}")
+        self.ratio = float(ratio)
+        self.mode = mode
+        self.rng: np.random.Generator | None = None
+        self.mask: np.ndarray | None = None
+        self.held = False
+        self._scale = 1.0
+        self._train = False
+
+    def config(self) -> dict[str, Any]:
+        return {"ratio": self.ratio, "mode": self.mode}
+
+    def hold_mask(self, mask: np.ndarray | None = None) -> None:
+        """Reuse ``mask`` (or the last drawn one) for every train-mode forward until released."""
+        if mask is not None:
+            self.mask = np.asarray(mask, dtype=bool)
+        if self.mask is None and self.ratio > 0:
+            raise ValueError("no dropout mask to hold: run a train-mode forward first")
+        self.held = True
+
+    def release_mask(self) -> None:
+        self.held = False
+
+    def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
+        self._train = train and self.ratio > 0
+        if self.ratio == 0.0:  # nothing to drop or scale: no copy
+            self._scale = 1.0
+            return x
+        if not train:
+            self._scale = 1.0 - self.ratio if self.mode == "book" else 1.0
+            return x * x.dtype.type(self._scale) if self._scale != 1.0 else x
+        if not self.held:
+            self.mask = self._draw_mask(x.shape)
+        elif self.mask.shape != x.shape:
+            raise ValueError(f"held dropout mask has shape {self.mask.shape}, input {x.shape}")
+        self._scale = 1.0 / (1.0 - self.ratio) if self.mode == "inverted" else 1.0
+        return self._apply(x, self.mask)
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        if self._train:
+            return self._apply(dout, self.mask)
+        return dout * dout.dtype.type(self._scale) if self._scale != 1.0 else dout
+
+    def _draw_mask(self, shape: Shape) -> np.ndarray:
+        if self.rng is None:
+            raise ValueError("Dropout needs a Generator: set .rng (Sequential does)")
+        return self.rng.random(shape, dtype=np.float32) >= self.ratio
+
+    def _apply(self, x: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        out = x * mask
+        if self._scale != 1.0:
+            out *= x.dtype.type(self._scale)
+        return out
+
+
+class BatchNormalization(Layer):
+    """Normalise each feature (2-D input) or channel (4-D input, axis by layout) over the batch.
+
+    Train mode uses the batch statistics and updates the running ones
+    (``running = momentum * running + (1 - momentum) * batch``, biased variance, as in the book);
+    eval mode uses the running statistics.
+    """
+
+    def __init__(self, num_features: int, momentum: float = 0.9, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.num_features = int(num_features)
+        self.momentum, self.eps = float(momentum), float(eps)
+        self.params["gamma"] = np.ones(self.num_features, np.float32)
+        self.params["beta"] = np.zeros(self.num_features, np.float32)
+        self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
+        self.buffers["running_mean"] = np.zeros(self.num_features, np.float32)
+        self.buffers["running_var"] = np.ones(self.num_features, np.float32)
+        self._cache: Any = None
+
+    def config(self) -> dict[str, Any]:
+        return {"num_features": self.num_features, "momentum": self.momentum, "eps": self.eps}
+
+    def initialize(self, rng: np.random.Generator) -> None:
+        self.params["gamma"][...] = 1
+        self.params["beta"][...] = 0
+        self.buffers["running_mean"][...] = 0
+        self.buffers["running_var"][...] = 1
+
+    def _axes_and_shape(self, x: np.ndarray) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """Reduction axes and the broadcast shape of per-channel vectors for this input."""
+        if x.ndim == 2:
+            return (0,), (1, -1)
+        if x.ndim == 4 and self.layout == "NCHW":
+            return (0, 2, 3), (1, -1, 1, 1)
+        if x.ndim == 4:
+            return (0, 1, 2), (1, 1, 1, -1)
+        raise ValueError(f"BatchNormalization expects a 2-D or 4-D input, got shape {x.shape}")
+
+    def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
+        axes, bshape = self._axes_and_shape(x)
+        gamma = self.params["gamma"].reshape(bshape)
+        beta = self.params["beta"].reshape(bshape)
+        if train:
+            mean = x.mean(axis=axes)
+            xc = x - mean.reshape(bshape)
+            var = np.mean(xc * xc, axis=axes)
+            m = self.momentum
+            self.buffers["running_mean"] *= m
+            self.buffers["running_mean"] += (1 - m) * mean
+            self.buffers["running_var"] *= m
+            self.buffers["running_var"] += (1 - m) * var
+        else:
+            xc = x - self.buffers["running_mean"].reshape(bshape)
+            var = self.buffers["running_var"]
+        inv_std = (1.0 / np.sqrt(var + x.dtype.type(self.eps))).astype(x.dtype).reshape(bshape)
+        xn = xc * inv_std
+        self._cache = (train, axes, bshape, xn, inv_std)
+        return xn * gamma + beta
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        train, axes, bshape, xn, inv_std = self._cache
+        self.grads["beta"] = dout.sum(axis=axes)
+        self.grads["gamma"] = (dout * xn).sum(axis=axes)
+        dxn = dout * self.params["gamma"].reshape(bshape)
+        if not train:
+            return dxn * inv_std
+        count = dout.size // self.num_features
+        dbeta = self.grads["beta"].reshape(bshape)
+        dgamma = self.grads["gamma"].reshape(bshape)
+        gamma = self.params["gamma"].reshape(bshape)
+        # dx = inv_std * (dxn - mean(dxn) - xn * mean(dxn * xn)), with sums taken from the grads.
+        return inv_std * (dxn - (gamma * dbeta + xn * gamma * dgamma) / dout.dtype.type(count))
+
+
+class SoftmaxWithLoss(Layer):
+    """Softmax + mean cross-entropy over the batch, numerically stable (log-sum-exp).
+
+    ``t`` holds integer class indices (N,) or one-hot / probability rows (N, K).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.y: np.ndarray | None = None
+        self.t: np.ndarray | None = None
+        self.loss: float | None = None
+
+    def forward(self, x: np.ndarray, t: np.ndarray) -> float:  # type: ignore[override]
+        shifted = x - x.max(axis=1, keepdims=True)
+        exp = np.exp(shifted)
+        sum_exp = exp.sum(axis=1, keepdims=True)
+        log_probs = shifted - np.log(sum_exp)
+        exp /= sum_exp
+        self.y, self.t = exp, np.asarray(t)
+        n = x.shape[0]
+        if self.t.ndim == 1:
+            picked = log_probs[np.arange(n), self.t.astype(np.intp, copy=False)]
+            self.loss = -float(picked.sum()) / n
+        else:
+            self.loss = -float(np.sum(self.t * log_probs)) / n
+        return self.loss
+
+    def backward(self, dout: float = 1.0) -> np.ndarray:
+        n = self.y.shape[0]
+        if self.t.ndim == 1:
+            dx = self.y.copy()
+            dx[np.arange(n), self.t.astype(np.intp, copy=False)] -= 1
+        else:
+            dx = self.y - self.t.astype(self.y.dtype, copy=False)
+        dx *= self.y.dtype.type(dout / n)
+        return dx
+
+
+def softmax(x: np.ndarray) -> np.ndarray:
+    """Row-wise softmax, stable, in x's dtype."""
+    out = x - x.max(axis=1, keepdims=True)
+    np.exp(out, out=out)
+    out /= out.sum(axis=1, keepdims=True)
+    return out
+
+
+LAYER_TYPES: dict[str, type[Layer]] = {
+    cls.__name__: cls
+    for cls in (
+        Convolution,
+        MaxPooling,
+        Affine,
+        ReLU,
+        Dropout,
+        BatchNormalization,
+        SoftmaxWithLoss,
+    )
+}
+
+
+def layer_from_spec(spec: dict[str, Any]) -> Layer:
+    """Rebuild a layer from :meth:`Layer.spec`; raises KeyError/TypeError on a bad spec."""
+    args = dict(spec)
+    kind = args.pop("type")
+    return LAYER_TYPES[kind](**args)

@@ -1,0 +1,445 @@
+"""Models: :class:`Sequential` (built from layers or a JSON spec), DeepConvNet, a registry, and the
+receptive-field / parameter / multiply-add arithmetic that ``summary`` and analysis share.
+
+A model's public input is NCHW, float. The backend decides the internal layout: ``"reference"``
+runs NCHW on the book's im2col kernels; ``"fast"`` transposes the input to NHWC once at the entry
+and runs the fast kernels. Parameters keep one shape either way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import numpy as np
+
+from deepconvnet import kernels
+from deepconvnet.errors import DeepConvNetError
+from deepconvnet.layers import (
+    Affine,
+    BatchNormalization,
+    Convolution,
+    Dropout,
+    Layer,
+    MaxPooling,
+    ReLU,
+    SoftmaxWithLoss,
+    layer_from_spec,
+    softmax,
+)
+
+BACKENDS = ("fast", "reference")
+SPEC_VERSION = 1
+
+
+def default_backend() -> str:
+    """``"fast"`` when :mod:`deepconvnet.kernels.fast` imports, else ``"reference"``."""
+    return "fast" if kernels.fast_available() else "reference"
+
+
+class Sequential:
+    """A stack of layers ending (optionally) in :class:`SoftmaxWithLoss`.
+
+    ``rng`` is the Generator for dropout masks and initialisation (default: seed 0, so that an
+    unseeded model is still reproducible). Parameters are named ``"{index}.{name}"``.
+    """
+
+    def __init__(
+        self,
+        layers: Iterable[Layer],
+        input_shape: tuple[int, ...] = (1, 28, 28),
+        rng: np.random.Generator | None = None,
+        name: str | None = None,
+        dtype: np.dtype | type = np.float32,
+        backend: str = "reference",
+    ) -> None:
+        self.layers: list[Layer] = list(layers)
+        self.input_shape = tuple(int(d) for d in input_shape)
+        self.name = name or "sequential"
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in (np.float32, np.float64):
+            raise ValueError(f"dtype must be float32 or float64, got {self.dtype}")
+        self.loss_layer = self.layers[-1] if isinstance(self.layers[-1], SoftmaxWithLoss) else None
+        self.body = self.layers[:-1] if self.loss_layer is not None else self.layers
+        self.rng = rng if rng is not None else np.random.default_rng(0)
+        for layer in self.layers:
+            layer.astype(self.dtype)
+        self.backend = "reference"
+        self.set_backend(backend)
+        self.output_shapes()  # fails early on an inconsistent stack
+
+    # -- construction -----------------------------------------------------------------------
+    @property
+    def rng(self) -> np.random.Generator:
+        return self._rng
+
+    @rng.setter
+    def rng(self, rng: np.random.Generator) -> None:
+        self._rng = rng
+        for layer in self.layers:
+            if isinstance(layer, Dropout):
+                layer.rng = rng
+
+    def initialize(self, rng: np.random.Generator | None = None) -> Sequential:
+        """Draw every parameter afresh from ``rng`` (default: the model's)."""
+        rng = rng if rng is not None else self.rng
+        for layer in self.layers:
+            layer.initialize(rng)
+        return self
+
+    def spec(self) -> dict[str, Any]:
+        """Plain-JSON description from which :meth:`from_spec` rebuilds the architecture."""
+        return {
+            "version": SPEC_VERSION,
+            "name": self.name,
+            "input_shape": list(self.input_shape),
+            "dtype": self.dtype.name,
+            "layers": [layer.spec() for layer in self.layers],
+        }
+
+    @classmethod
+    def from_spec(
+        cls, spec: dict[str, Any], rng: np.random.Generator | None = None, **overrides: Any
+    ) -> Sequential:
+        """Rebuild a model (freshly initialised from ``rng``) from :meth:`spec`.
+
+        Raises :class:`DeepConvNetError` naming the problem for an unusable spec.
+        """
+        try:
+            layer_specs = spec["layers"]
+            layers = []
+            for i, layer_spec in enumerate(layer_specs):
+                try:
+                    layers.append(layer_from_spec(layer_spec))
+                except KeyError as exc:
+                    raise DeepConvNetError(
+                        f"layer {i}: unknown layer type {layer_spec.get('type')!r}"
+                    ) from exc
+                except (TypeError, ValueError) as exc:
+                    raise DeepConvNetError(f"layer {i}: bad arguments ({exc})") from exc
+            kwargs = {
+                "input_shape": tuple(spec["input_shape"]),
+                "name": spec.get("name"),
+                "dtype": spec.get("dtype", "float32"),
+            }
+            kwargs.update(overrides)
+            model = cls(layers, rng=rng, **kwargs)
+        except DeepConvNetError:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+            raise DeepConvNetError(f"invalid model spec: {type(exc).__name__}: {exc}") from exc
+        return model.initialize()
+
+    def copy(self, dtype: np.dtype | type | None = None) -> Sequential:
+        """An independent copy (same parameters and buffers), optionally in another dtype."""
+        model = Sequential.from_spec(
+            self.spec(),
+            rng=np.random.default_rng(0),
+            dtype=np.dtype(dtype or self.dtype),
+            backend=self.backend,
+        )
+        for key, arr in {**self.params(), **self.buffers()}.items():
+            model.array(key)[...] = arr
+        return model
+
+    def set_backend(self, backend: str) -> None:
+        """Switch kernels: ``"fast"`` (NHWC inside) or ``"reference"`` (NCHW, the book's)."""
+        if backend not in BACKENDS:
+            raise DeepConvNetError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
+        if backend == "fast":
+            kernels.load_fast()  # a clear error now rather than at the first forward
+        layout = "NHWC" if backend == "fast" else "NCHW"
+        for layer in self.layers:
+            layer.layout = layout
+        self.backend = backend
+
+    # -- computation ------------------------------------------------------------------------
+    def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
+        """Class scores (N, K) for NCHW input ``x`` (no softmax)."""
+        x = np.asarray(x, dtype=self.dtype)
+        if self.backend == "fast" and x.ndim == 4:
+            x = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+        for layer in self.body:
+            x = layer.forward(x, train=train)
+        return x
+
+    def loss(self, x: np.ndarray, t: np.ndarray, train: bool = True) -> float:
+        """Mean cross-entropy of the batch; leaves what :meth:`backward` needs."""
+        if self.loss_layer is None:
+            raise DeepConvNetError(f"model {self.name!r} has no loss layer")
+        return self.loss_layer.forward(self.forward(x, train=train), t)
+
+    def backward(self) -> np.ndarray:
+        """Fill every layer's grads after :meth:`loss`; returns dL/dx (NCHW)."""
+        dout = self.loss_layer.backward(1.0)
+        for layer in reversed(self.body):
+            dout = layer.backward(dout)
+        if self.backend == "fast" and dout.ndim == 4:
+            dout = dout.transpose(0, 3, 1, 2)
+        return dout
+
+    def predict_proba(self, x: np.ndarray, batch_size: int = 1000) -> np.ndarray:
+        """Softmax probabilities (N, K) in eval mode, batch by batch."""
+        chunks = [
+            softmax(self.forward(x[i : i + batch_size], train=False))
+            for i in range(0, len(x), batch_size)
+        ]
+        if not chunks:
+            return np.zeros((0, self.output_shapes()[-1][0]), dtype=self.dtype)
+        return np.concatenate(chunks)
+
+    def predict(self, x: np.ndarray, batch_size: int = 1000) -> np.ndarray:
+        """Predicted class indices (N,)."""
+        return self.predict_proba(x, batch_size).argmax(axis=1)
+
+    def accuracy(self, x: np.ndarray, t: np.ndarray, batch_size: int = 1000) -> float:
+        """Fraction of correct predictions (``t`` as indices or one-hot)."""
+        t = np.asarray(t)
+        if t.ndim == 2:
+            t = t.argmax(axis=1)
+        return float(np.mean(self.predict(x, batch_size) == t)) if len(t) else 0.0
+
+    # -- arrays -----------------------------------------------------------------------------
+    def params(self) -> dict[str, np.ndarray]:
+        """``"{index}.{name}"`` -> the live parameter arrays (optimizers update them in place)."""
+        return {
+            f"{i}.{k}": v for i, layer in enumerate(self.layers) for k, v in layer.params.items()
+        }
+
+    def grads(self) -> dict[str, np.ndarray]:
+        """Gradients, same keys as :meth:`params`."""
+        return {
+            f"{i}.{k}": v for i, layer in enumerate(self.layers) for k, v in layer.grads.items()
+        }
+
+    def buffers(self) -> dict[str, np.ndarray]:
+        """Non-trained state (BatchNorm running statistics), ``"{index}.{name}"``."""
+        return {
+            f"{i}.{k}": v for i, layer in enumerate(self.layers) for k, v in layer.buffers.items()
+        }
+
+    def array(self, key: str) -> np.ndarray:
+        """The live parameter or buffer named ``key``."""
+        index, _, name = key.partition(".")
+        layer = self.layers[int(index)]
+        return layer.params[name] if name in layer.params else layer.buffers[name]
+
+    def num_params(self) -> int:
+        return int(sum(p.size for p in self.params().values()))
+
+    def output_shapes(self) -> list[tuple[int, ...]]:
+        """Per-sample NCHW output shape of every layer of the body (not the loss)."""
+        shapes, shape = [], self.input_shape
+        for layer in self.body:
+            try:
+                shape = layer.output_shape(shape)
+            except ValueError as exc:
+                raise DeepConvNetError(f"{self.name}: {type(layer).__name__}: {exc}") from exc
+            shapes.append(shape)
+        return shapes
+
+    def dropout_layers(self) -> list[Dropout]:
+        return [layer for layer in self.layers if isinstance(layer, Dropout)]
+
+    def __repr__(self) -> str:
+        inner = ",\n  ".join(repr(layer) for layer in self.layers)
+        return f"Sequential(name={self.name!r}, input_shape={self.input_shape}, [\n  {inner}\n])"
+
+
+# -- DeepConvNet ------------------------------------------------------------------------------
+DEEPCONVNET_WIDTHS = (16, 16, 32, 32, 64, 64)
+DEEPCONVNET_PADS = (1, 1, 1, 2, 1, 1)
+
+
+def deepconvnet_layers(
+    input_shape: tuple[int, ...] = (1, 28, 28),
+    widths: tuple[int, ...] = DEEPCONVNET_WIDTHS,
+    hidden_size: int = 50,
+    output_size: int = 10,
+    dropout_ratio: float = 0.5,
+    dropout_mode: str = "book",
+    pads: tuple[int, ...] = DEEPCONVNET_PADS,
+    weight_init: str = "he",
+) -> list[Layer]:
+    """The layers of figure 8-1: three blocks of (conv-ReLU, conv-ReLU, pool), then two affines.
+
+    Every conv is 3x3; pads are the book's (the fourth conv pads 2, making 14 -> 16 -> 8).
+    The first affine's fan-in is computed from the shapes, so widths can change freely.
+    """
+    if len(widths) != 6 or len(pads) != 6:
+        raise DeepConvNetError("DeepConvNet needs 6 conv widths and 6 pads")
+    layers: list[Layer] = []
+    channels = input_shape[0]
+    for i, (width, pad) in enumerate(zip(widths, pads, strict=True)):
+        layers += [Convolution(channels, width, 3, 1, pad, weight_init), ReLU()]
+        channels = width
+        if i % 2 == 1:
+            layers.append(MaxPooling(2, 2, 2))
+    flat = int(np.prod(_shape_through(layers, input_shape)))
+    layers += [
+        Affine(flat, hidden_size, weight_init),
+        ReLU(),
+        Dropout(dropout_ratio, dropout_mode),
+        Affine(hidden_size, output_size, weight_init),
+        Dropout(dropout_ratio, dropout_mode),
+        SoftmaxWithLoss(),
+    ]
+    return layers
+
+
+def _shape_through(layers: list[Layer], shape: tuple[int, ...]) -> tuple[int, ...]:
+    for layer in layers:
+        shape = layer.output_shape(shape)
+    return shape
+
+
+def deepconvnet(
+    *,
+    rng: np.random.Generator | None = None,
+    dtype: np.dtype | type = np.float32,
+    input_shape: tuple[int, ...] = (1, 28, 28),
+    backend: str | None = None,
+    batchnorm: bool = False,
+    **kwargs: Any,
+) -> Sequential:
+    """DeepConvNet of figure 8-1 (123,552 parameters at the default widths), He-initialised.
+
+    ``batchnorm=True`` inserts BatchNormalization after every conv and the hidden affine.
+    Other keyword arguments go to :func:`deepconvnet_layers`.
+    """
+    layers = deepconvnet_layers(input_shape=input_shape, **kwargs)
+    if batchnorm:
+        layers = _with_batchnorm(layers)
+    model = Sequential(layers, input_shape=input_shape, rng=rng, name="deepconvnet", dtype=dtype)
+    model.initialize()
+    model.set_backend(backend or default_backend())
+    return model
+
+
+def _with_batchnorm(layers: list[Layer]) -> list[Layer]:
+    """Insert BatchNormalization right after every conv and every affine but the last."""
+    last_affine = max(i for i, layer in enumerate(layers) if isinstance(layer, Affine))
+    out: list[Layer] = []
+    for i, layer in enumerate(layers):
+        out.append(layer)
+        if isinstance(layer, Convolution):
+            out.append(BatchNormalization(layer.out_channels))
+        elif isinstance(layer, Affine) and i != last_affine:
+            out.append(BatchNormalization(layer.out_features))
+    return out
+
+
+ModelFactory = Callable[..., Sequential]
+MODELS: dict[str, ModelFactory] = {"deepconvnet": deepconvnet}
+
+
+def build_model(
+    name: str,
+    *,
+    rng: np.random.Generator | None = None,
+    dtype: np.dtype | type = np.float32,
+    **kwargs: Any,
+) -> Sequential:
+    """Build a registered model by name; unknown names raise a one-line DeepConvNetError."""
+    try:
+        factory = MODELS[name]
+    except KeyError:
+        known = ", ".join(sorted(MODELS))
+        raise DeepConvNetError(f"unknown model {name!r}; known models: {known}") from None
+    return factory(rng=rng, dtype=dtype, **kwargs)
+
+
+# -- summary arithmetic -----------------------------------------------------------------------
+def layer_geometry(layer: Layer) -> tuple[int, int, int] | None:
+    """(kernel_h, kernel_w, stride) of a spatial layer, or None for point-wise / dense layers."""
+    if isinstance(layer, Convolution):
+        return layer.kernel_size[0], layer.kernel_size[1], layer.stride
+    if isinstance(layer, MaxPooling):
+        return layer.pool_h, layer.pool_w, layer.stride
+    return None
+
+
+def layer_macs(layer: Layer, input_shape: tuple[int, ...], output_shape: tuple[int, ...]) -> int:
+    """Multiply-adds per image: conv = out pixels * F * C*kh*kw; affine = in*out; others 0."""
+    if isinstance(layer, Convolution):
+        kh, kw = layer.kernel_size
+        return int(np.prod(output_shape)) * layer.in_channels * kh * kw
+    if isinstance(layer, Affine):
+        return layer.in_features * layer.out_features
+    return 0
+
+
+def layer_summary(model: Sequential) -> list[dict[str, Any]]:
+    """One row per body layer: name, type, output_shape, params, receptive_field, macs.
+
+    The receptive field is the side (in input pixels) of the square of input a single output
+    unit depends on: ``r += (k - 1) * jump``, ``jump *= stride`` through conv and pool layers
+    (square kernels assumed for the single number; the larger side is used otherwise). Dense
+    layers see the whole image, reported as the input's larger side.
+    """
+    rows, shape = [], model.input_shape
+    rf, jump = 1, 1
+    whole = max(model.input_shape[1:]) if len(model.input_shape) == 3 else 1
+    for i, layer in enumerate(model.body):
+        out_shape = layer.output_shape(shape)
+        geometry = layer_geometry(layer)
+        if geometry is not None:
+            kh, kw, stride = geometry
+            rf += (max(kh, kw) - 1) * jump
+            jump *= stride
+        elif isinstance(layer, Affine):
+            rf = whole
+        rows.append(
+            {
+                "name": f"{i}.{type(layer).__name__}",
+                "type": type(layer).__name__,
+                "output_shape": list(out_shape),
+                "params": int(sum(p.size for p in layer.params.values())),
+                "receptive_field": int(rf),
+                "macs": int(layer_macs(layer, shape, out_shape)),
+            }
+        )
+        shape = out_shape
+    return rows
+
+
+def model_summary(model: Sequential) -> dict[str, Any]:
+    """Totals plus :func:`layer_summary` rows: ``{"name", "params", "macs", "layers"}``."""
+    rows = layer_summary(model)
+    return {
+        "name": model.name,
+        "input_shape": list(model.input_shape),
+        "params": sum(r["params"] for r in rows),
+        "macs": sum(r["macs"] for r in rows),
+        "layers": rows,
+    }
+
+
+def compare_stacked_filters(max_depth: int = 4, kernel: int = 3) -> list[dict[str, Any]]:
+    """Stacks of ``depth`` kxk convs vs one filter of the same receptive field (the book's 8.1.1).
+
+    Weights are per (input channel, output channel) pair, taken from actual layers: for 3x3,
+    depth 2 gives 18 vs 25 and depth 3 gives 27 vs 49.
+    """
+    rows = []
+    for depth in range(1, max_depth + 1):
+        stack = Sequential(
+            [Convolution(1, 1, kernel) for _ in range(depth)],
+            input_shape=(1, 64, 64),
+            name=f"{depth}x{kernel}x{kernel}",
+        )
+        rf = layer_summary(stack)[-1]["receptive_field"]
+        single = Sequential([Convolution(1, 1, rf)], input_shape=(1, 64, 64))
+        stacked_weights = sum(layer.params["W"].size for layer in stack.layers)
+        single_weights = single.layers[0].params["W"].size
+        rows.append(
+            {
+                "layers": depth,
+                "receptive_field": rf,
+                "stacked_weights": int(stacked_weights),
+                "single_filter": f"{rf}x{rf}",
+                "single_weights": int(single_weights),
+                "ratio": stacked_weights / single_weights,
+            }
+        )
+    return rows
