@@ -9,6 +9,7 @@ wrong kind is a one-line :class:`DataError` naming the file, never a silently sh
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import zlib
 from pathlib import Path
@@ -68,7 +69,7 @@ def parse_idx(
     if len(data) < header_len:
         raise DataError(f"{name}: truncated IDX header ({len(data)} of {header_len} bytes)")
     shape = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    expected = math.prod(shape) * dtype.itemsize  # Python ints: no overflow
     actual = len(data) - header_len
     if actual != expected:
         problem = "truncated" if actual < expected else "trailing bytes"

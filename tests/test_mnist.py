@@ -1,0 +1,321 @@
+"""Dataset sources, verification, the cache, the split; the real MNIST under the ``mnist`` mark."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+import zipfile
+from pathlib import Path
+
+import fixtures_data
+import numpy as np
+import pytest
+
+from deepconvnet.data import dataset_report, load_dataset, mnist, to_float, train_val_split
+from deepconvnet.data.idx import write_idx
+from deepconvnet.errors import DataError
+from deepconvnet.fileio import atomic_save_npz, load_npz
+
+tiny = fixtures_data.tiny  # fixtures shared with other test modules
+real_mnist = fixtures_data.real_mnist
+make_tiny = fixtures_data.make_tiny
+MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+
+
+class Log(list):
+    def __call__(self, message: str) -> None:
+        assert "\n" not in message
+        self.append(message)
+
+
+def assert_same(ds: mnist.Dataset, arrays: dict[str, np.ndarray]) -> None:
+    for key, expected in arrays.items():
+        actual = getattr(ds, key)
+        assert actual.dtype == np.uint8
+        np.testing.assert_array_equal(actual, expected)
+
+
+def test_user_directory_serves_first(tiny):
+    log = Log()
+    ds = load_dataset("tiny", tiny.idx_dir, cache_dir=tiny.cache_dir, log=log)
+    assert_same(ds, tiny.arrays)
+    assert ds.source == f"directory {tiny.idx_dir}"
+    assert ds.cache_path is None and not tiny.cache_path.exists()
+    assert ds.checksums == tiny.spec.checksums
+    assert log == [f"tiny: served by directory {tiny.idx_dir}"]
+
+
+def test_environment_directory_and_gzip_files(tiny, monkeypatch):
+    monkeypatch.setenv("DEEPCONVNET_DATA", str(tiny.mirror_dir))  # the .gz files
+    ds = load_dataset("tiny", cache_dir=tiny.cache_dir, log=Log())
+    assert_same(ds, tiny.arrays)
+    assert ds.source == f"directory {tiny.mirror_dir}"
+
+
+def test_user_directory_missing_file_is_an_error(tiny):
+    (tiny.idx_dir / "t10k-labels-idx1-ubyte").unlink()
+    with pytest.raises(DataError, match=r"no t10k-labels-idx1-ubyte\[\.gz\]"):
+        load_dataset("tiny", tiny.idx_dir, cache_dir=tiny.cache_dir, log=Log())
+
+
+def test_checksum_mismatch_names_the_source_and_does_not_fall_back(tiny):
+    images = tiny.arrays["train_images"].copy()
+    images[3, 10, 10] ^= 1
+    write_idx(tiny.idx_dir / "train-images-idx3-ubyte", images)
+    with pytest.raises(DataError) as excinfo:
+        load_dataset("tiny", tiny.idx_dir, cache_dir=tiny.cache_dir, log=Log())
+    message = str(excinfo.value)
+    assert f"tiny from directory {tiny.idx_dir}: train images fail verification" in message
+    assert not tiny.cache_path.exists()
+
+
+def test_mirror_fills_cache_then_cache_serves(tiny):
+    log = Log()
+    first = load_dataset("tiny", cache_dir=tiny.cache_dir, log=log)
+    assert_same(first, tiny.arrays)
+    assert first.source == f"mirror {tiny.spec.mirrors[0]}"
+    assert first.cache_path == tiny.cache_path
+    assert_same(mnist.Dataset("tiny", **load_npz(tiny.cache_path), **_meta()), tiny.arrays)
+
+    for path in tiny.mirror_dir.iterdir():  # the cache alone must now suffice
+        path.unlink()
+    log.clear()
+    second = load_dataset("tiny", cache_dir=tiny.cache_dir, log=log)
+    assert_same(second, tiny.arrays)
+    assert second.source == "cache" and second.cache_path == tiny.cache_path
+    assert log == [f"tiny: served by cache {tiny.cache_path}"]
+
+
+def _meta() -> dict:
+    return {"source": "", "cache_path": None, "class_names": ()}
+
+
+def test_cache_location_from_environment(tiny, monkeypatch, tmp_path):
+    monkeypatch.setenv("DEEPCONVNET_CACHE", str(tmp_path / "env-cache"))
+    assert mnist.cache_root() == tmp_path / "env-cache"
+    monkeypatch.delenv("DEEPCONVNET_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert mnist.cache_root() == tmp_path / "xdg" / "deepconvnet"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert mnist.cache_root() == Path.home() / ".cache" / "deepconvnet"
+    assert mnist.cache_root(tmp_path / "given") == tmp_path / "given"
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _flip_a_byte(path: Path) -> None:
+    arrays = load_npz(path)
+    arrays["test_images"][2, 5, 5] ^= 0x40
+    atomic_save_npz(path, arrays)
+
+
+@pytest.mark.parametrize("damage", [_truncate, _flip_a_byte])
+def test_corrupt_cache_is_reported_and_rebuilt(tiny, damage):
+    load_dataset("tiny", cache_dir=tiny.cache_dir, log=Log())
+    damage(tiny.cache_path)
+    log = Log()
+    ds = load_dataset("tiny", cache_dir=tiny.cache_dir, log=log)
+    assert_same(ds, tiny.arrays)
+    assert ds.source.startswith("mirror ")
+    assert len(log) == 2 and log[0].startswith("tiny: corrupt cache, rebuilding it: ")
+    assert str(tiny.cache_path) in log[0]
+    assert_same(mnist.Dataset("tiny", **load_npz(tiny.cache_path), **_meta()), tiny.arrays)
+
+
+def test_wrong_data_from_a_mirror_is_an_error_and_not_cached(tiny):
+    labels = tiny.arrays["test_labels"].copy()
+    labels[0] = 9
+    write_idx(tiny.mirror_dir / "t10k-labels-idx1-ubyte.gz", labels)
+    with pytest.raises(DataError, match=r"tiny from mirror file://.*: test labels fail"):
+        load_dataset("tiny", cache_dir=tiny.cache_dir, log=Log())
+    assert not tiny.cache_path.exists()
+
+
+def test_unreachable_mirrors_fail_over_quickly(tmp_path, monkeypatch):
+    dead = ("http://127.0.0.1:9/", "https://mirror.invalid/mnist/")
+    data = make_tiny(tmp_path, mirrors=dead)
+    data = make_tiny(tmp_path, mirrors=(*dead, data.mirror_dir.as_uri() + "/"))
+    monkeypatch.setitem(mnist.DATASETS, "tiny", data.spec)
+    monkeypatch.delenv("DEEPCONVNET_OFFLINE", raising=False)
+    start = time.monotonic()
+    ds = load_dataset("tiny", cache_dir=data.cache_dir, log=Log())
+    assert time.monotonic() - start < mnist.MIRROR_BUDGET_S
+    assert ds.source == f"mirror {data.mirror_dir.as_uri()}/"
+
+
+def test_no_source_left_is_one_line_error(tiny, monkeypatch):
+    monkeypatch.setitem(
+        mnist.DATASETS, "tiny", mnist.DatasetSpec(**{**vars(tiny.spec), "mirrors": ()})
+    )
+    with pytest.raises(DataError, match="tiny: no source has the data"):
+        load_dataset("tiny", cache_dir=tiny.cache_dir, log=Log())
+
+
+def test_offline_skips_the_network(tiny, monkeypatch):
+    monkeypatch.setenv("DEEPCONVNET_OFFLINE", "1")
+    with pytest.raises(DataError, match="DEEPCONVNET_OFFLINE"):
+        load_dataset("tiny", cache_dir=tiny.cache_dir, log=Log())
+    monkeypatch.setenv("DEEPCONVNET_OFFLINE", "0")
+    assert load_dataset("tiny", cache_dir=tiny.cache_dir, log=Log()).source.startswith("mirror")
+
+
+def test_unknown_dataset():
+    with pytest.raises(DataError, match="unknown dataset 'cifar'"):
+        load_dataset("cifar")
+
+
+CHILD = textwrap.dedent(
+    """
+    import json, sys
+    from deepconvnet.data import mnist
+    spec = json.loads(sys.argv[1])
+    spec["class_names"] = tuple(spec["class_names"]); spec["mirrors"] = tuple(spec["mirrors"])
+    mnist.DATASETS["tiny"] = mnist.DatasetSpec(**spec)
+    ds = mnist.load_dataset("tiny", cache_dir=sys.argv[2], log=lambda m: None)
+    print(ds.source)
+    """
+)
+
+
+def test_concurrent_loads_fill_the_cache_once(tiny):
+    spec = json.dumps(vars(tiny.spec))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DEEPCONVNET_")}
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", CHILD, spec, str(tiny.cache_dir)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for _ in range(3)
+    ]
+    results = [child.communicate(timeout=60) for child in children]
+    assert [child.returncode for child in children] == [0, 0, 0], results
+    sources = sorted(out.strip() for out, _ in results)
+    assert sources[:2] == ["cache", "cache"]  # the lock: exactly one process fetched
+    assert sources[2].startswith("mirror ")
+    assert sorted(p.name for p in tiny.cache_dir.iterdir()) == [".tiny.npz.lock", "tiny.npz"]
+    assert_same(load_dataset("tiny", cache_dir=tiny.cache_dir, log=Log()), tiny.arrays)
+
+
+def test_parse_mnist_csv_exact_values_and_crlf():
+    rows = [[7, *([0] * 783), 255], [2, *range(200, 255), *([1] * 729)]]
+    csv = "label," + ",".join(f"{r}x{c}" for r in range(1, 29) for c in range(1, 29)) + "\r\n"
+    csv += "".join(",".join(map(str, row)) + "\r\n" for row in rows)
+    images, labels = mnist.parse_mnist_csv(csv.encode(), "test.csv")
+    np.testing.assert_array_equal(labels, [7, 2])
+    assert images.shape == (2, 28, 28) and images.dtype == np.uint8
+    np.testing.assert_array_equal(images.reshape(2, -1), np.array([r[1:] for r in rows]))
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [(b"1,2,3\n", "not an MNIST CSV"), (b"label,a\n1,2\n", "not a whole number"),
+     (b"label,a\n1,x\n", "malformed CSV"), (b"label,a\n" + b"1," * 784 + b"300\n", "outside")],
+)  # fmt: skip
+def test_parse_mnist_csv_rejects_bad_input(body, problem):
+    with pytest.raises(DataError, match=problem):
+        mnist.parse_mnist_csv(body, "bad.csv")
+
+
+def test_read_wheel_csvs_from_zip_in_memory():
+    header = "label," + ",".join(str(i) for i in range(784)) + "\n"
+    train = header + "3," + ",".join(["9"] * 784) + "\n"
+    test = header + "4," + ",".join(["8"] * 784) + "\n"
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("pkg/train.csv", train)
+        archive.writestr("pkg/test.csv", test)
+    arrays = mnist.read_wheel_csvs(buffer.getvalue(), "pkg/train.csv", "pkg/test.csv", source="w")
+    assert arrays["train_labels"].tolist() == [3] and arrays["test_labels"].tolist() == [4]
+    assert (arrays["train_images"] == 9).all() and (arrays["test_images"] == 8).all()
+    with pytest.raises(DataError, match="w: unreadable wheel"):
+        mnist.read_wheel_csvs(b"not a zip", "a", "b", source="w")
+
+
+def test_to_float_exact():
+    images = np.array([[[0, 51], [255, 128]]], dtype=np.uint8)
+    x = to_float(images)
+    assert x.dtype == np.float32 and x.shape == (1, 1, 2, 2)
+    np.testing.assert_array_equal(
+        x[0, 0], np.array([[0, 51], [255, 128]], dtype=np.float32) / np.float32(255)
+    )
+    assert x[0, 0, 1, 0] == 1.0 and x[0, 0, 0, 0] == 0.0
+
+
+def test_train_val_split_deterministic_disjoint_and_complete():
+    images = np.arange(100, dtype=np.int64)[:, None, None] * np.ones((1, 2, 2), dtype=np.int64)
+    labels = np.arange(100)
+    tx, tt, vx, vt = train_val_split(images, labels, 30, seed=7)
+    again = train_val_split(images, labels, 30, seed=7)
+    for a, b in zip((tx, tt, vx, vt), again, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert len(tt) == 70 and len(vt) == 30
+    assert sorted([*tt, *vt]) == list(range(100))
+    np.testing.assert_array_equal(tx[:, 0, 0], tt)  # images stay with their labels
+    assert (np.diff(tt) > 0).all() and (np.diff(vt) > 0).all()  # original order kept
+    assert not np.array_equal(train_val_split(images, labels, 30, seed=8)[3], vt)
+    with pytest.raises(DataError, match="validation size"):
+        train_val_split(images, labels, 100, seed=0)
+
+
+def test_dataset_report_shape(tiny):
+    ds = load_dataset("tiny", cache_dir=tiny.cache_dir, log=Log())
+    report = dataset_report(ds)
+    assert report == {
+        "dataset": "tiny",
+        "source": ds.source,
+        "cache": str(tiny.cache_path),
+        "train": {
+            "n": 12,
+            "sha256_images": tiny.spec.checksums["train_images"],
+            "sha256_labels": tiny.spec.checksums["train_labels"],
+            "label_counts": [2, 2, 1, 1, 1, 1, 1, 1, 1, 1],
+        },
+        "test": {
+            "n": 5,
+            "sha256_images": tiny.spec.checksums["test_images"],
+            "sha256_labels": tiny.spec.checksums["test_labels"],
+            "label_counts": [0, 2, 0, 1, 1, 1, 0, 0, 0, 0],
+        },
+    }
+    json.dumps(report)
+
+
+FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+
+@pytest.mark.skipif(
+    not (FASHION_DIR / "train-images-idx3-ubyte.gz").is_file(),
+    reason="Debian package dataset-fashion-mnist not installed (apt-get install it)",
+)
+def test_fashion_mnist_from_debian_package(tmp_path, monkeypatch):
+    monkeypatch.delenv("DEEPCONVNET_DATA", raising=False)
+    ds = load_dataset("fashion-mnist", cache_dir=tmp_path, log=Log())
+    assert ds.source == f"system copy {FASHION_DIR}"
+    assert ds.train_images.shape == (60000, 28, 28) and ds.test_images.shape == (10000, 28, 28)
+    assert np.bincount(ds.train_labels).tolist() == [6000] * 10
+    assert np.bincount(ds.test_labels).tolist() == [1000] * 10
+    assert ds.class_names[0] == "T-shirt/top" and ds.class_names[9] == "Ankle boot"
+    assert mnist.sha256_array(ds.train_images) == ds.checksums["train_images"]
+
+
+@pytest.mark.mnist
+def test_real_mnist_verified(real_mnist):
+    ds = real_mnist
+    assert ds.train_images.shape == (60000, 28, 28) and ds.train_images.dtype == np.uint8
+    assert ds.test_images.shape == (10000, 28, 28) and ds.test_labels.shape == (10000,)
+    for key in mnist.ARRAY_NAMES:
+        assert mnist.sha256_array(getattr(ds, key)) == mnist.DATASETS["mnist"].checksums[key]
+    assert np.bincount(ds.train_labels).tolist() == MNIST_TRAIN_COUNTS
+    assert ds.class_names == tuple("0123456789")
+    x = to_float(ds.test_images[:100])
+    assert x.shape == (100, 1, 28, 28) and x.min() == 0.0 and x.max() == 1.0
