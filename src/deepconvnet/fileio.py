@@ -1,7 +1,7 @@
 """Crash-safe file writes and pickle-free array files.
 
-Every file deepconvnet writes goes through :func:`atomic_write`: the bytes land in a temporary file in
-the same directory, are flushed and fsynced, and only then renamed over the target. A crash (even
+Every file deepconvnet writes goes through :func:`atomic_write`: the bytes land in a temporary file
+in the same directory, are flushed and fsynced, and only then renamed over the target. A crash (even
 SIGKILL) leaves either the old file or the new one, never a half-written one.
 """
 
@@ -20,6 +20,15 @@ import numpy as np
 from deepconvnet.errors import DeepConvNetError
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> Path:
     """Write a file through ``write(fileobj)`` so that it appears complete or not at all."""
     path = Path(path)
@@ -29,6 +38,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
     except OSError as exc:
         raise DeepConvNetError(f"cannot write {path}: {exc.strerror or exc}") from exc
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file ordinary permissions
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
