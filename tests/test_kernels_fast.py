@@ -1,0 +1,229 @@
+"""The fast NHWC kernels agree with the reference (book) kernels, and threads change nothing.
+
+float64 must agree to ~1e-12 relative (only summation order differs); float32 within a tolerance
+scaled to the reduction length. Shapes sweep the network's own layers, the first layer's C = 1,
+pad 0/1/2/3, odd and non-square sizes, stride 2 (the im2col fallback), batch 1 and batches that
+do not divide by the thread count.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from deepconvnet import threads
+from deepconvnet.errors import DeepConvNetError
+from deepconvnet.kernels import fast, reference
+
+
+def to_nhwc(a: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(a.transpose(0, 2, 3, 1))
+
+
+def to_nchw(a: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(a.transpose(0, 3, 1, 2))
+
+
+def rel_err(actual: np.ndarray, expected: np.ndarray) -> float:
+    assert actual.shape == expected.shape
+    scale = max(float(np.abs(expected).max()), 1e-30)
+    return float(np.abs(actual.astype(np.float64) - expected).max()) / scale
+
+
+@pytest.fixture(autouse=True)
+def two_threads():
+    """Run every test with 2 workers (the project's machine), restore the default afterwards."""
+    threads.set_threads(2)
+    yield
+    threads.set_threads(None)
+
+
+def conv_both(rng, n, c, h, w, f, k, stride, pad, dtype):
+    """Forward + backward through both kernels: returns (fast results, reference results, path)."""
+    x = rng.standard_normal((n, c, h, w)).astype(dtype)
+    W = rng.standard_normal((f, c, k, k)).astype(dtype)
+    b = rng.standard_normal(f).astype(dtype)
+    y_ref, cache_ref = reference.conv2d_forward(x, W, b, stride, pad)
+    dy = rng.standard_normal(y_ref.shape).astype(dtype)
+    ref = (y_ref, *reference.conv2d_backward(dy, cache_ref))
+    y, cache = fast.conv2d_forward(to_nhwc(x), W, b, stride, pad)
+    dx, dW, db = fast.conv2d_backward(to_nhwc(dy), cache)
+    return (to_nchw(y), to_nchw(dx), dW, db), ref, cache[0]
+
+
+# (n, c, h, w, f, k, stride, pad): the network's six convolutions, then the awkward cases.
+CONV_CASES = [
+    (5, 1, 28, 28, 16, 3, 1, 1),
+    (5, 16, 28, 28, 16, 3, 1, 1),
+    (3, 16, 14, 14, 32, 3, 1, 1),
+    (3, 32, 14, 14, 32, 3, 1, 2),
+    (3, 32, 8, 8, 64, 3, 1, 1),
+    (3, 64, 8, 8, 64, 3, 1, 1),
+    (1, 16, 9, 7, 8, 3, 1, 1),  # batch 1, odd, non-square
+    (7, 12, 6, 5, 4, 3, 1, 0),  # pad 0
+    (4, 8, 7, 9, 8, 5, 1, 2),  # 5x5
+    (3, 24, 6, 5, 4, 3, 1, 3),  # pad > k - 1: fallback
+    (3, 16, 9, 7, 8, 3, 2, 1),  # stride 2: fallback
+    (2, 3, 11, 10, 5, 3, 2, 0),
+    (3, 2, 5, 5, 3, 1, 1, 0),  # 1x1
+]
+
+
+@pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: "n{}c{}h{}w{}f{}k{}s{}p{}".format(*c))
+def test_conv_float64_matches_reference(case):
+    rng = np.random.default_rng(sum(case))
+    got, want, _ = conv_both(rng, *case, np.float64)
+    for name, g, e in zip(("y", "dx", "dW", "db"), got, want, strict=True):
+        assert g.dtype == np.float64
+        assert rel_err(g, e) < 1e-12, name
+
+
+def test_grid_and_fallback_paths_are_both_exercised():
+    rng = np.random.default_rng(0)
+    paths = {conv_both(rng, *case, np.float64)[2] for case in CONV_CASES[:2] + CONV_CASES[-3:]}
+    assert paths == {"grid", "col"}
+
+
+@pytest.mark.parametrize("case", CONV_CASES[:6], ids=lambda c: f"c{c[1]}f{c[4]}h{c[2]}p{c[7]}")
+def test_conv_float32_close_to_reference(case):
+    rng = np.random.default_rng(100 + sum(case))
+    got, want, _ = conv_both(rng, *case, np.float32)
+    for name, g, e in zip(("y", "dx", "dW", "db"), got, want, strict=True):
+        assert g.dtype == np.float32
+        assert rel_err(g, e.astype(np.float64)) < 2e-5, name
+
+
+def pool_both(x, dy_rng, ph, pw, stride, pad):
+    y_ref, cache_ref = reference.maxpool_forward(x, ph, pw, stride, pad)
+    dy = dy_rng.standard_normal(y_ref.shape).astype(x.dtype)
+    dx_ref = reference.maxpool_backward(dy, cache_ref)
+    y, cache = fast.maxpool_forward(to_nhwc(x), ph, pw, stride, pad)
+    dx = fast.maxpool_backward(to_nhwc(dy), cache)
+    return to_nchw(y), to_nchw(dx), y_ref, dx_ref
+
+
+# (n, c, h, w, pool, stride, pad): tiling 2x2, odd sizes (last row dropped), overlap, padding.
+POOL_CASES = [
+    (5, 16, 28, 28, 2, 2, 0),
+    (3, 32, 16, 16, 2, 2, 0),
+    (1, 64, 8, 8, 2, 2, 0),
+    (3, 4, 7, 9, 2, 2, 0),
+    (3, 4, 7, 7, 3, 2, 1),
+    (2, 3, 8, 8, 2, 1, 0),
+    (2, 3, 9, 8, 3, 3, 0),
+]
+
+
+@pytest.mark.parametrize("case", POOL_CASES, ids=lambda c: "n{}c{}h{}w{}k{}s{}p{}".format(*c))
+def test_pool_with_exact_ties_routes_to_first_maximum(case):
+    n, c, h, w, k, stride, pad = case
+    rng = np.random.default_rng(sum(case))
+    # Few distinct values (and ReLU-like zeros): most windows hold exact ties.
+    x = np.maximum(rng.integers(-2, 3, (n, c, h, w)), 0).astype(np.float64)
+    y, dx, y_ref, dx_ref = pool_both(x, rng, k, k, stride, pad)
+    np.testing.assert_array_equal(y, y_ref)
+    np.testing.assert_array_equal(dx, dx_ref)
+
+
+def test_pool_tie_goes_to_the_first_element_of_the_window():
+    x = np.zeros((1, 2, 2, 1), dtype=np.float32)  # NHWC, one all-tied window
+    y, cache = fast.maxpool_forward(x, 2, 2, 2, 0)
+    dx = fast.maxpool_backward(np.full_like(y, 3.0), cache)
+    np.testing.assert_array_equal(dx[0, :, :, 0], [[3.0, 0.0], [0.0, 0.0]])
+
+
+def test_pool_float32_random_matches_reference():
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((6, 16, 28, 28)).astype(np.float32)
+    y, dx, y_ref, dx_ref = pool_both(x, rng, 2, 2, 2, 0)
+    np.testing.assert_array_equal(y, y_ref)
+    np.testing.assert_array_equal(dx, dx_ref)
+
+
+@pytest.mark.parametrize("n_threads", [1, 2, 3])
+def test_threaded_results_are_bit_identical_run_to_run(n_threads):
+    threads.set_threads(n_threads)
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((7, 28, 28, 16)).astype(np.float32)  # 7: not divisible by 2 or 3
+    W = rng.standard_normal((16, 16, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(16).astype(np.float32)
+
+    def run():
+        y, cache = fast.conv2d_forward(x, W, b, 1, 1)
+        p, pcache = fast.maxpool_forward(y, 2, 2, 2, 0)
+        dy = fast.maxpool_backward(np.ones_like(p), pcache)
+        return (y, p, *fast.conv2d_backward(dy, cache))
+
+    first, second = run(), run()
+    for a, b_ in zip(first, second, strict=True):
+        assert a.tobytes() == b_.tobytes()
+
+
+def test_thread_count_changes_only_the_summation_order():
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((5, 14, 14, 32))
+    W = rng.standard_normal((32, 32, 3, 3))
+    b = rng.standard_normal(32)
+    results = []
+    for n in (1, 2, 4):
+        threads.set_threads(n)
+        y, cache = fast.conv2d_forward(x, W, b, 1, 2)
+        results.append((y, *fast.conv2d_backward(y, cache)))
+    for other in results[1:]:
+        for a, e in zip(other, results[0], strict=True):
+            assert rel_err(a, e) < 1e-12
+
+
+def test_split_bounds_cover_the_batch_in_order():
+    assert threads.split_bounds(7, 2) == [(0, 4), (4, 7)]
+    assert threads.split_bounds(1, 4) == [(0, 1)]
+    assert threads.split_bounds(9, 3) == [(0, 3), (3, 6), (6, 9)]
+
+
+def test_set_threads_limits_blas_and_rejects_nonsense():
+    assert threads.set_threads(3) == 3
+    assert threads.get_threads() == 3
+    assert all(lib["num_threads"] == 1 for lib in threads.blas_info())
+    with pytest.raises(DeepConvNetError):
+        threads.set_threads(0)
+
+
+def test_kernel_errors_propagate_from_worker_threads():
+    x = np.zeros((4, 5, 5, 3))
+    with pytest.raises(ValueError, match="channels"):
+        fast.conv2d_forward(x, np.zeros((2, 4, 3, 3)), np.zeros(2), 1, 1)
+
+
+def model_gradients(backend: str, dtype) -> tuple[np.ndarray, dict[str, np.ndarray], float]:
+    models = pytest.importorskip("deepconvnet.models")
+    model = models.build_model(
+        "deepconvnet", rng=np.random.default_rng(1), dtype=dtype, dropout_ratio=0.0
+    )
+    model.set_backend(backend)
+    data = np.random.default_rng(2)
+    x = data.random((6, 1, 28, 28)).astype(dtype)
+    t = data.integers(0, 10, 6)
+    loss = model.loss(x, t, train=True)
+    dx = model.backward()
+    return dx, {k: v.copy() for k, v in model.grads().items()}, loss
+
+
+def test_whole_model_fast_matches_reference_float64():
+    dx_f, grads_f, loss_f = model_gradients("fast", np.float64)
+    dx_r, grads_r, loss_r = model_gradients("reference", np.float64)
+    assert abs(loss_f - loss_r) < 1e-12 * abs(loss_r)
+    assert rel_err(dx_f, dx_r) < 1e-10
+    assert grads_f.keys() == grads_r.keys()
+    for key in grads_r:
+        assert rel_err(grads_f[key], grads_r[key]) < 1e-10, key
+
+
+def test_whole_model_fast_close_to_reference_float32():
+    # A ReLU input within rounding of zero can flip sides between the two summation orders, so
+    # compare with a tolerance rather than bit for bit.
+    dx_f, grads_f, loss_f = model_gradients("fast", np.float32)
+    dx_r, grads_r, loss_r = model_gradients("reference", np.float32)
+    assert abs(loss_f - loss_r) < 1e-5 * abs(loss_r)
+    assert rel_err(dx_f, dx_r) < 1e-3
+    for key in grads_r:
+        assert rel_err(grads_f[key], grads_r[key]) < 1e-3, key
