@@ -1,0 +1,102 @@
+"""``model.npz``: a model's parameters and buffers plus the JSON spec that rebuilds it.
+
+Layout of the file (plain npz, no pickle): ``"__spec__"`` (the model's spec as JSON),
+``"__meta__"`` (free-form JSON metadata), then every parameter and buffer under its flat name
+(``"0.W"``, ``"3.running_mean"`` ...). Saving then loading round-trips every array bit-exactly.
+Every problem with a file raises :class:`CheckpointError` with one line naming the file.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from deepconvnet.errors import CheckpointError, DeepConvNetError
+from deepconvnet.fileio import array_to_json, atomic_save_npz, json_to_array, load_npz
+from deepconvnet.models import Sequential
+
+MODEL_FILE = "model.npz"
+SPEC_KEY = "__spec__"
+META_KEY = "__meta__"
+
+
+def resolve_model_path(path: str | os.PathLike) -> Path:
+    """``path`` itself if it is a file; ``path/model.npz`` for a run directory."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / MODEL_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    return path
+
+
+def save_model(
+    path: str | os.PathLike, model: Sequential, metadata: dict[str, Any] | None = None
+) -> Path:
+    """Atomically write ``model`` (spec, metadata, parameters, buffers) to ``path``."""
+    arrays: dict[str, np.ndarray] = {
+        SPEC_KEY: json_to_array(model.spec()),
+        META_KEY: json_to_array(metadata or {}),
+    }
+    arrays.update(model.params())
+    arrays.update(model.buffers())
+    return atomic_save_npz(path, arrays)
+
+
+def _read(path: Path) -> dict[str, np.ndarray]:
+    try:
+        return load_npz(path)
+    except DeepConvNetError as exc:
+        raise CheckpointError(str(exc)) from exc
+
+
+def _decode(path: Path, arrays: dict[str, np.ndarray], key: str) -> Any:
+    if key not in arrays:
+        raise CheckpointError(f"{path}: no {key} entry (not a deepconvnet model file)")
+    try:
+        return array_to_json(arrays[key])
+    except (ValueError, TypeError, IndexError) as exc:
+        raise CheckpointError(f"{path}: unreadable {key} ({exc})") from exc
+
+
+def load_model(path: str | os.PathLike, rng: np.random.Generator | None = None) -> Sequential:
+    """Rebuild the model stored at ``path`` (a ``model.npz`` or a run directory holding one)."""
+    path = resolve_model_path(path)
+    arrays = _read(path)
+    spec = _decode(path, arrays, SPEC_KEY)
+    try:
+        model = Sequential.from_spec(spec, rng=rng)
+    except DeepConvNetError as exc:
+        raise CheckpointError(f"{path}: {exc}") from exc
+    expected = {**model.params(), **model.buffers()}
+    stored = {k: v for k, v in arrays.items() if k not in (SPEC_KEY, META_KEY)}
+    missing = sorted(set(expected) - set(stored))
+    extra = sorted(set(stored) - set(expected))
+    if missing:
+        raise CheckpointError(f"{path}: missing array {missing[0]!r} ({len(missing)} missing)")
+    if extra:
+        raise CheckpointError(f"{path}: unexpected array {extra[0]!r} ({len(extra)} extra)")
+    for key, target in expected.items():
+        value = stored[key]
+        if value.shape != target.shape:
+            raise CheckpointError(
+                f"{path}: array {key!r} has shape {value.shape}, the model expects {target.shape}"
+            )
+        if not np.issubdtype(value.dtype, np.floating):
+            raise CheckpointError(f"{path}: array {key!r} has non-float dtype {value.dtype}")
+        if not np.all(np.isfinite(value)):
+            raise CheckpointError(f"{path}: array {key!r} holds non-finite values")
+        target[...] = value
+    return model
+
+
+def load_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """The metadata dict saved with the model (``{}`` when none was given)."""
+    path = resolve_model_path(path)
+    meta = _decode(path, _read(path), META_KEY)
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path}: {META_KEY} is not a JSON object")
+    return meta
