@@ -195,7 +195,7 @@ def train(
     model.rng.bit_generator.state = state.rng_state
 
     log(
-        f"training {config.model} ({_num_params(model):,} parameters) on {len(train_t):,} images"
+        f"training {config.model} ({model.num_params():,} parameters) on {len(train_t):,} images"
         f" for {config.epochs} epochs, batch {config.batch_size}, {config.optimizer} "
         f"lr {config.lr}, {threads} thread(s) -> {run_dir}"
     )
@@ -284,7 +284,7 @@ def _train_step(model, optimizer, x: np.ndarray, t: np.ndarray, state: TrainStat
     state.batch += 1
     state.step += 1
     state.loss_sum += loss
-    state.correct += int(np.count_nonzero(model.last_scores().argmax(axis=1) == t))
+    state.correct += int(np.count_nonzero(model.loss_layer.y.argmax(axis=1) == t))
     state.seen += len(t)
     return loss
 
@@ -423,7 +423,7 @@ def _write_config(run_dir: Path, config: TrainConfig, dataset, threads: int, mod
             "config": asdict(config),
             "command": sys.argv,
             "model_spec": model.spec(),
-            "params": _num_params(model),
+            "params": model.num_params(),
             "threads": threads,
             "dataset": {"name": dataset.name, "source": dataset.source, **dataset.checksums},
             "versions": _versions(),
@@ -512,10 +512,6 @@ def _finish_run(run_dir: Path, model, optimizer, state: TrainState, test: dict, 
     config["wall_seconds"] = state.train_seconds
     config["finished"] = datetime.now().isoformat(timespec="seconds")
     atomic_write_json(config_path, config)
-
-
-def _num_params(model) -> int:
-    return sum(p.size for p in model.params().values())
 
 
 def _print_err(message: str) -> None:

@@ -110,7 +110,7 @@ def config_from_args(args: argparse.Namespace):
     if args.dropout is not None:
         if not 0.0 <= args.dropout < 1.0:
             raise DeepConvNetError(f"--dropout must be in [0, 1), got {args.dropout}")
-        model_options["dropout"] = args.dropout
+        model_options["dropout_ratio"] = args.dropout
     if args.weight_decay < 0:
         raise DeepConvNetError(f"--weight-decay must be >= 0, got {args.weight_decay}")
     config = TrainConfig(
