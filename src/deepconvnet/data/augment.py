@@ -1,0 +1,459 @@
+"""Data augmentation: random geometric and pixel transforms of image batches.
+
+Chapter 8.1.2 of the book names augmentation as one of the tricks of the best MNIST entries. Every
+transform here is a callable ``(x, rng) -> x`` on a float32 batch ``(N, C, H, W)`` in ``[0, 1]``;
+every random draw comes from the :class:`numpy.random.Generator` passed in, and every transform is
+vectorised over the batch (no Python loop over images), because augmentation runs in the loader's
+background thread and must cost far less than a training step. Labels are never seen, so they are
+never changed.
+
+Geometric transforms are *warps*: they say, for each output pixel, where in the input to sample.
+:class:`Compose` fuses a run of warps (flip, crop, rotation + shift + scale + shear, and one elastic
+distortion at the end of the run) into a single sampling grid per image, so an augmented image is
+interpolated once, however many geometric transforms it went through — one bilinear
+``scipy.ndimage.map_coordinates`` call for the whole batch.
+
+Flips change what a digit means (a mirrored 2 is no 2), so they are available for other data but
+left out of every preset; the trainer may warn when a flip is asked for on a digit dataset.
+
+Specs (``parse_augment``): comma-separated items, each ``key=value``, a preset name, or the bare
+word ``elastic``::
+
+    rotate=DEG      rotation, uniform in ±DEG degrees
+    shift=F         translation, uniform in ±F of the image size, each axis
+    scale=F         zoom factor, uniform in [1-F, 1+F]
+    shear=DEG       horizontal shear angle, uniform in ±DEG degrees
+    crop=PAD        pad by PAD zero pixels, then crop a random window of the original size
+    flip=h|v|hv     mirror left-right (h) and/or up-down (v), each with probability 1/2
+    elastic[=A:S]   Simard et al. (2003) elastic distortion, alpha A, sigma S (default 34:4)
+    erase=P         random erasing (Zhong et al. 2017) with probability P per image
+
+Presets: ``standard`` = ``rotate=15,shift=0.1,scale=0.15`` (the recipe of the 15-CNN MNIST
+ensemble); ``elastic`` = ``rotate=5,shift=0.05,scale=0.05,elastic=34:4``; ``none`` = no
+augmentation. Presets combine with items: ``standard,erase=0.5``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import ndimage
+
+from deepconvnet.errors import DeepConvNetError
+
+Transform = Callable[[np.ndarray, np.random.Generator], np.ndarray]
+
+SIMARD_ALPHA = 34.0
+SIMARD_SIGMA = 4.0
+
+
+# --------------------------------------------------------------------------- sampling
+
+
+def identity_grid(n: int, height: int, width: int) -> np.ndarray:
+    """Homogeneous pixel coordinates ``(n, 3, H*W)``: rows ``(row, col, 1)`` of every pixel."""
+    rows, cols = np.meshgrid(
+        np.arange(height, dtype=np.float64), np.arange(width, dtype=np.float64), indexing="ij"
+    )
+    grid = np.stack([rows.ravel(), cols.ravel(), np.ones(height * width)])
+    return np.broadcast_to(grid, (n, 3, height * width))
+
+
+def sample(x: np.ndarray, coords: np.ndarray) -> np.ndarray:
+    """Bilinear sampling of each image of ``x`` at its own coordinates, zero outside.
+
+    ``x`` is ``(N, C, H, W)``; ``coords`` is ``(2, N, H, W)`` (source row, source column of every
+    output pixel), shared by the channels of an image. One ``map_coordinates`` call does the whole
+    batch: the image index is a third, integer coordinate, so it interpolates nothing.
+    """
+    n, c, h, w = x.shape
+    stacked = np.ascontiguousarray(x, dtype=np.float32).reshape(n * c, h, w)
+    image_index = np.broadcast_to(np.arange(n * c, dtype=np.float64)[:, None, None], (n * c, h, w))
+    per_channel = np.repeat(coords, c, axis=1) if c > 1 else coords
+    full = np.concatenate([image_index[None], per_channel], axis=0)
+    out = ndimage.map_coordinates(stacked, full, order=1, mode="grid-constant", output=np.float32)
+    return np.clip(out, 0.0, 1.0, out=out).reshape(n, c, h, w)
+
+
+def warp_affine(x: np.ndarray, matrices: np.ndarray) -> np.ndarray:
+    """Warp each image by its ``(3, 3)`` matrix mapping output ``(row, col, 1)`` to input coords."""
+    n, _, h, w = x.shape
+    coords = matrices[:, :2] @ identity_grid(n, h, w)  # (n, 2, H*W)
+    return sample(x, coords.transpose(1, 0, 2).reshape(2, n, h, w))
+
+
+def affine_matrices(
+    height: int,
+    width: int,
+    angle_deg: np.ndarray | float = 0.0,
+    scale: np.ndarray | float = 1.0,
+    shear_deg: np.ndarray | float = 0.0,
+    shift_rows: np.ndarray | float = 0.0,
+    shift_cols: np.ndarray | float = 0.0,
+) -> np.ndarray:
+    """Sampling matrices ``(n, 3, 3)`` for explicit per-image affine parameters.
+
+    The forward map (input pixel -> output pixel) shears horizontally, zooms by ``scale``,
+    rotates counter-clockwise by ``angle_deg`` (as seen on screen, rows pointing down) about the
+    image centre, then shifts by ``(shift_rows, shift_cols)`` pixels. Returned is its inverse,
+    which is what sampling needs: for every output pixel, where to read in the input.
+    """
+    params = (angle_deg, scale, shear_deg, shift_rows, shift_cols)
+    angle, scale, shear, d_row, d_col = np.broadcast_arrays(
+        *(np.atleast_1d(np.asarray(v, dtype=np.float64)) for v in params)
+    )
+    theta, phi = np.radians(angle), np.radians(shear)
+    cos, sin = np.cos(theta), np.sin(theta)
+    # In (row, col): a counter-clockwise turn on screen sends (0, 1) (right) to (-1, 0) (up).
+    rotation = np.stack([np.stack([cos, -sin], -1), np.stack([sin, cos], -1)], -2)
+    shearing = np.zeros_like(rotation)
+    shearing[:, 0, 0] = shearing[:, 1, 1] = 1.0
+    shearing[:, 1, 0] = np.tan(phi)  # col += tan(phi) * row
+    linear = rotation @ shearing * scale[:, None, None]
+    centre = np.array([(height - 1) / 2, (width - 1) / 2])
+    forward = np.zeros((len(angle), 3, 3))
+    forward[:, :2, :2] = linear
+    forward[:, :2, 2] = centre - linear @ centre + np.stack([d_row, d_col], -1)
+    forward[:, 2, 2] = 1.0
+    return np.linalg.inv(forward)
+
+
+def gaussian_matrix(size: int, sigma: float, truncate: float = 4.0) -> np.ndarray:
+    """The ``(size, size)`` matrix of a 1-D Gaussian filter with zero padding.
+
+    ``G @ f`` equals ``scipy.ndimage.gaussian_filter1d(f, sigma, mode='constant')``; a batched
+    ``G @ F @ G.T`` smooths a whole batch of fields with two small matrix products.
+    """
+    radius = int(truncate * sigma + 0.5)
+    offsets = np.arange(size)[:, None] - np.arange(size)[None, :]
+    weights = np.exp(-0.5 * (offsets / sigma) ** 2)
+    weights[np.abs(offsets) > radius] = 0.0
+    return weights / np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2).sum()
+
+
+# --------------------------------------------------------------------------- transforms
+
+
+class Warp:
+    """A geometric transform: draws, for each image, where each output pixel samples the input.
+
+    Linear warps give one ``(3, 3)`` matrix per image (:meth:`matrices`); a non-linear warp
+    (elastic) maps the identity grid to source coordinates (:meth:`coordinates`).
+    """
+
+    linear = True
+
+    def matrices(self, rng: np.random.Generator, n: int, height: int, width: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def coordinates(
+        self, rng: np.random.Generator, n: int, height: int, width: int
+    ) -> np.ndarray:  # pragma: no cover - only non-linear warps
+        raise NotImplementedError
+
+    def __call__(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        return Compose([self])(x, rng)
+
+
+@dataclass(frozen=True)
+class RandomAffine(Warp):
+    """Rotation, shift, zoom and shear combined into one matrix per image."""
+
+    rotate: float = 0.0  # degrees, ±
+    shift: float = 0.0  # fraction of the image size, ±, each axis
+    scale: float = 0.0  # zoom in [1 - scale, 1 + scale]
+    shear: float = 0.0  # degrees, ±
+
+    def matrices(self, rng: np.random.Generator, n: int, height: int, width: int) -> np.ndarray:
+        return affine_matrices(
+            height,
+            width,
+            angle_deg=rng.uniform(-self.rotate, self.rotate, n),
+            scale=rng.uniform(1 - self.scale, 1 + self.scale, n),
+            shear_deg=rng.uniform(-self.shear, self.shear, n),
+            shift_rows=rng.uniform(-self.shift, self.shift, n) * height,
+            shift_cols=rng.uniform(-self.shift, self.shift, n) * width,
+        )
+
+
+@dataclass(frozen=True)
+class RandomCrop(Warp):
+    """Pad by ``pad`` zero pixels on every side, then crop a random window of the original size.
+
+    That is a whole-pixel shift in ``[-pad, pad]`` on each axis with zero fill, so it is a warp
+    and fuses with the others.
+    """
+
+    pad: int
+
+    def matrices(self, rng: np.random.Generator, n: int, height: int, width: int) -> np.ndarray:
+        shifts = rng.integers(-self.pad, self.pad + 1, (2, n))
+        return affine_matrices(height, width, shift_rows=shifts[0], shift_cols=shifts[1])
+
+
+@dataclass(frozen=True)
+class RandomFlip(Warp):
+    """Mirror left-right (``"h"``) and/or up-down (``"v"``), each with probability 1/2.
+
+    Not for digits: a mirrored digit is another symbol (or none). No preset uses it.
+    """
+
+    axes: str = "h"
+
+    def matrices(self, rng: np.random.Generator, n: int, height: int, width: int) -> np.ndarray:
+        flip_v = rng.random(n) < 0.5 if "v" in self.axes else np.zeros(n, bool)
+        flip_h = rng.random(n) < 0.5 if "h" in self.axes else np.zeros(n, bool)
+        m = np.tile(np.eye(3), (n, 1, 1))
+        m[flip_v, 0, 0], m[flip_v, 0, 2] = -1.0, height - 1
+        m[flip_h, 1, 1], m[flip_h, 1, 2] = -1.0, width - 1
+        return m
+
+
+@dataclass(frozen=True)
+class Elastic(Warp):
+    """Elastic distortion (Simard, Steinkraus and Platt 2003, section 2).
+
+    Each pixel moves by a random displacement, uniform in [-1, 1] per axis, smoothed by a Gaussian
+    of standard deviation ``sigma`` and scaled by ``alpha``. Fields for the whole batch are smoothed
+    by two batched matrix products (a Gaussian filter with zero padding), not one filter per image.
+    """
+
+    alpha: float = SIMARD_ALPHA
+    sigma: float = SIMARD_SIGMA
+    linear = False
+
+    def coordinates(self, rng: np.random.Generator, n: int, height: int, width: int) -> np.ndarray:
+        noise = rng.uniform(-1.0, 1.0, (2, n, height, width))
+        smooth_rows = gaussian_matrix(height, self.sigma)
+        smooth_cols = gaussian_matrix(width, self.sigma)
+        displacement = smooth_rows @ noise @ smooth_cols.T * self.alpha
+        grid = (
+            identity_grid(n, height, width)[:, :2].transpose(1, 0, 2).reshape(2, n, height, width)
+        )
+        return grid + displacement
+
+
+@dataclass(frozen=True)
+class RandomErasing:
+    """Random erasing (Zhong et al. 2017): with probability ``p``, blank a random rectangle.
+
+    The rectangle covers 2-33 % of the image with aspect ratio in [0.3, 3.3] and is filled with
+    ``value`` (0, the background of MNIST-like data: it reads as a broken stroke).
+    """
+
+    p: float
+    value: float = 0.0
+    area: tuple[float, float] = (0.02, 0.33)
+    aspect: tuple[float, float] = (0.3, 3.3)
+
+    def __call__(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        n, _, h, w = x.shape
+        erase = rng.random(n) < self.p
+        area = rng.uniform(*self.area, n) * h * w
+        log_aspect = rng.uniform(math.log(self.aspect[0]), math.log(self.aspect[1]), n)
+        eh = np.clip(np.rint(np.sqrt(area * np.exp(log_aspect))), 1, h).astype(int)
+        ew = np.clip(np.rint(np.sqrt(area / np.exp(log_aspect))), 1, w).astype(int)
+        top = (rng.random(n) * (h - eh + 1)).astype(int)
+        left = (rng.random(n) * (w - ew + 1)).astype(int)
+        rows, cols = np.arange(h), np.arange(w)
+        in_rows = (rows >= top[:, None]) & (rows < (top + eh)[:, None])  # (n, h)
+        in_cols = (cols >= left[:, None]) & (cols < (left + ew)[:, None])  # (n, w)
+        mask = erase[:, None, None] & in_rows[:, :, None] & in_cols[:, None, :]
+        return np.where(mask[:, None], np.float32(self.value), x).astype(np.float32, copy=False)
+
+
+@dataclass(frozen=True)
+class Compose:
+    """Apply transforms in order; each run of warps is fused into one interpolation.
+
+    A run is fused when only its last warp may be non-linear: the linear warps' matrices multiply,
+    and the elastic field (drawn on the output grid) is mapped through them. The result is the
+    image the transforms would give one by one, interpolated once instead of once per transform.
+    """
+
+    transforms: Sequence[Transform]
+
+    def __call__(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        for group in self._groups():
+            x = self._warp(group, x, rng) if isinstance(group, list) else group(x, rng)
+        return x
+
+    def _groups(self) -> list:
+        groups: list = []
+        for t in self.transforms:
+            if isinstance(t, Warp):
+                last = groups[-1] if groups else None
+                if isinstance(last, list) and all(w.linear for w in last):
+                    last.append(t)
+                else:
+                    groups.append([t])
+            else:
+                groups.append(t)
+        return groups
+
+    @staticmethod
+    def _warp(warps: list[Warp], x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        n, _, h, w = x.shape
+        # Draw in the listed order so a spec's randomness does not depend on how it was fused.
+        drawn = [
+            w_.matrices(rng, n, h, w) if w_.linear else w_.coordinates(rng, n, h, w) for w_ in warps
+        ]
+        # Sampling composes backwards: applying T1 then T2 reads x at g1(g2(p)).
+        matrix = np.tile(np.eye(3), (n, 1, 1))
+        linear = drawn[:-1] if not warps[-1].linear else drawn
+        for m in linear:
+            matrix = matrix @ m
+        if warps[-1].linear:
+            return warp_affine(x, matrix)
+        coords = drawn[-1].reshape(2, n, h * w).transpose(1, 0, 2)  # (n, 2, H*W)
+        source = matrix[:, :2, :2] @ coords + matrix[:, :2, 2:]
+        return sample(x, source.transpose(1, 0, 2).reshape(2, n, h, w))
+
+
+# --------------------------------------------------------------------------- specs
+
+PRESETS = {
+    "standard": "rotate=15,shift=0.1,scale=0.15",
+    "elastic": "rotate=5,shift=0.05,scale=0.05,elastic=34:4",
+}
+KEYS = ("rotate", "shift", "scale", "shear", "crop", "flip", "elastic", "erase")
+
+
+@dataclass(frozen=True)
+class Augmenter:
+    """A parsed augmentation spec: callable ``(x, rng) -> x`` like any transform.
+
+    ``spec`` is the canonical string (presets expanded, keys in a fixed order) for config.json;
+    ``parse_augment(a.spec)`` gives back an equal augmenter.
+    """
+
+    settings: dict = field(hash=False)
+    transform: Compose = field(hash=False, compare=False)
+
+    @property
+    def spec(self) -> str:
+        return ",".join(
+            _format_item(key, self.settings[key]) for key in KEYS if key in self.settings
+        )
+
+    @property
+    def flips(self) -> bool:
+        """Whether this augmenter mirrors images (wrong for digits; the trainer may warn)."""
+        return "flip" in self.settings
+
+    def __call__(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        if x.ndim != 4:
+            raise ValueError(f"augment expects a batch (N, C, H, W), got shape {x.shape}")
+        return self.transform(np.asarray(x, dtype=np.float32), rng)
+
+
+def parse_augment(spec: str | None) -> Augmenter | None:
+    """Parse an ``--augment`` spec; ``None``, ``""`` and ``"none"`` mean no augmentation."""
+    if spec is None or spec.strip().lower() in ("", "none"):
+        return None
+    settings: dict = {}
+    for item in _expand_presets(spec):
+        key, _, value = item.partition("=")
+        if key not in KEYS:
+            known = ", ".join([*KEYS, *PRESETS, "none"])
+            raise DeepConvNetError(f"augment spec: unknown item {item!r} (known: {known})")
+        if key in settings:
+            raise DeepConvNetError(f"augment spec: {key!r} given twice in {spec!r}")
+        settings[key] = _parse_value(key, value, item)
+    return Augmenter(settings, build_transform(settings))
+
+
+def build_transform(settings: dict) -> Compose:
+    """The transform for parsed settings, in an order that lets every warp fuse into one."""
+    transforms: list[Transform] = []
+    if "flip" in settings:
+        transforms.append(RandomFlip(settings["flip"]))
+    if "crop" in settings:
+        transforms.append(RandomCrop(settings["crop"]))
+    affine = {k: settings[k] for k in ("rotate", "shift", "scale", "shear") if k in settings}
+    if affine:
+        transforms.append(RandomAffine(**affine))
+    if "elastic" in settings:
+        transforms.append(Elastic(*settings["elastic"]))
+    if "erase" in settings:
+        transforms.append(RandomErasing(settings["erase"]))
+    return Compose(transforms)
+
+
+def _expand_presets(spec: str) -> list[str]:
+    items = []
+    for raw in spec.split(","):
+        item = raw.strip().lower()
+        if not item:
+            raise DeepConvNetError(f"augment spec: empty item in {spec!r}")
+        if item == "none":
+            raise DeepConvNetError(f"augment spec: 'none' cannot be combined with items: {spec!r}")
+        if item in PRESETS and not (item == "elastic" and len(spec.split(",")) > 1):
+            items.extend(PRESETS[item].split(","))
+        else:
+            items.append(item)
+    return items
+
+
+def _parse_value(key: str, value: str, item: str):
+    def bad(why: str) -> DeepConvNetError:
+        return DeepConvNetError(f"augment spec: {item!r}: {why}")
+
+    if key == "elastic":
+        if not value:
+            return (SIMARD_ALPHA, SIMARD_SIGMA)
+        parts = value.split(":")
+        if len(parts) != 2:
+            raise bad("expected elastic=ALPHA:SIGMA, e.g. elastic=34:4")
+        alpha, sigma = (_number(p, bad) for p in parts)
+        if alpha < 0 or sigma <= 0:
+            raise bad("alpha must be >= 0 and sigma > 0")
+        return (alpha, sigma)
+    if key == "flip":
+        if value not in ("h", "v", "hv", "vh"):
+            raise bad("expected flip=h, flip=v or flip=hv")
+        return "".join(sorted(value))
+    if not value:
+        raise bad(f"expected {key}=VALUE")
+    if key == "crop":
+        if not value.isdigit() or int(value) < 1:
+            raise bad("expected crop=PAD, a whole number of pixels >= 1")
+        return int(value)
+    number = _number(value, bad)
+    limits = {
+        "rotate": (0, 180, "degrees in [0, 180]"),
+        "shear": (0, 60, "degrees in [0, 60]"),
+        "shift": (0, 0.5, "a fraction of the image size in [0, 0.5]"),
+        "scale": (0, 0.9, "a zoom fraction in [0, 0.9]"),
+        "erase": (0, 1, "a probability in [0, 1]"),
+    }
+    low, high, what = limits[key]
+    if not low <= number <= high:
+        raise bad(f"expected {what}")
+    return number
+
+
+def _number(text: str, bad: Callable[[str], DeepConvNetError]) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise bad(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise bad(f"{text!r} is not a finite number")
+    return value
+
+
+def _format_item(key: str, value) -> str:
+    if key == "elastic":
+        return f"elastic={_number_text(value[0])}:{_number_text(value[1])}"
+    if key in ("flip", "crop"):
+        return f"{key}={value}"
+    return f"{key}={_number_text(value)}"
+
+
+def _number_text(value: float) -> str:
+    """The shortest text that reads back as ``value`` (``15``, not ``15.0``; ``0.15``)."""
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
