@@ -69,3 +69,46 @@ def confusion_heatmap(confusion, class_names, path: str | os.PathLike, title: st
     fig.colorbar(image, ax=ax, label="log(1 + count)")
     fig.tight_layout()
     return save_figure(fig, path)
+
+
+def augmentation_grid(
+    originals,
+    augmented,
+    labels,
+    path: str | os.PathLike,
+    title: str = "",
+    cell_inches: float = 0.9,
+) -> Path:
+    """Figure 8-4 in spirit: each row a training digit (framed, first column) and its variants.
+
+    ``originals`` is ``(rows, H, W)``, ``augmented`` is ``(rows, variants, H, W)``, both in [0, 1].
+    """
+    import numpy as np
+
+    originals, augmented = np.asarray(originals), np.asarray(augmented)
+    rows, variants = augmented.shape[:2]
+    fig, axes = plt.subplots(
+        rows,
+        variants + 1,
+        figsize=(cell_inches * (variants + 1), cell_inches * rows + 0.5),
+        squeeze=False,
+    )
+    for r in range(rows):
+        for c, image in enumerate([originals[r], *augmented[r]]):
+            ax = axes[r, c]
+            ax.imshow(image, cmap="gray_r", vmin=0.0, vmax=1.0, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c == 0:
+                for spine in ax.spines.values():
+                    spine.set(color="tab:red", linewidth=2.5)
+                ax.set_ylabel(f"label {labels[r]}", fontsize=8)
+            else:
+                for spine in ax.spines.values():
+                    spine.set_visible(False)
+    axes[0, 0].set_title("original", fontsize=8, color="tab:red")
+    for c in range(1, variants + 1):
+        axes[0, c].set_title(f"#{c}", fontsize=8)
+    fig.suptitle(title or "Augmented training images", fontsize=10)
+    fig.tight_layout()
+    return save_figure(fig, path)

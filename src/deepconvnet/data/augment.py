@@ -313,6 +313,18 @@ class Compose:
         return sample(x, source.transpose(1, 0, 2).reshape(2, n, h, w))
 
 
+def augmented_variants(
+    images: np.ndarray, augment: Transform, variants: int, rng: np.random.Generator
+) -> np.ndarray:
+    """``variants`` augmented copies of each image: float32 ``(N, C, H, W)`` -> ``(N, V, C, H, W)``.
+
+    All copies go through ``augment`` as one batch, as the loader would send them.
+    """
+    n = len(images)
+    batch = np.repeat(np.asarray(images, dtype=np.float32), variants, axis=0)
+    return augment(batch, rng).reshape(n, variants, *images.shape[1:])
+
+
 # --------------------------------------------------------------------------- specs
 
 PRESETS = {

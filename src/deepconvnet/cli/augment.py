@@ -1,0 +1,62 @@
+"""``deepconvnet augment-preview``: see what an ``--augment`` spec does to training digits."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from deepconvnet.cli.common import add_data_options, nonnegative_int, positive_int
+
+DIGIT_DATASETS = ("mnist",)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "augment-preview",
+        help="draw training digits next to augmented versions of them",
+        description="Pick --count training images at random (by --seed), draw --variants augmented "
+        "versions of each with the --augment spec, and save the grid as a PNG (originals in the "
+        "first, framed column; the spec in the title). Spec keys: rotate=DEG, shift=FRAC, "
+        "scale=FRAC, shear=DEG, crop=PAD, flip=h|v, elastic[=ALPHA:SIGMA], erase=P; presets: "
+        "standard, elastic, none.",
+    )
+    parser.add_argument("--out", required=True, metavar="FILE.png", help="where to write the PNG")
+    parser.add_argument(
+        "--augment",
+        default="standard",
+        metavar="SPEC",
+        help="augmentation spec or preset (default: standard)",
+    )
+    parser.add_argument("--count", type=positive_int, default=6, help="digits (rows), default 6")
+    parser.add_argument(
+        "--variants", type=positive_int, default=8, help="augmented versions per digit, default 8"
+    )
+    parser.add_argument("--seed", type=nonnegative_int, default=0, help="random seed (default 0)")
+    add_data_options(parser)
+    parser.set_defaults(func=run_augment_preview)
+
+
+def run_augment_preview(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from deepconvnet import plots
+    from deepconvnet.data import load_dataset, to_float
+    from deepconvnet.data.augment import augmented_variants, parse_augment
+    from deepconvnet.errors import DeepConvNetError
+
+    augmenter = parse_augment(args.augment)
+    if augmenter is None:
+        raise DeepConvNetError(f"--augment {args.augment!r}: no augmentation, nothing to preview")
+    if augmenter.flips and args.dataset in DIGIT_DATASETS:
+        print(f"warning: {args.dataset} digits mirrored are not digits (flip)", file=sys.stderr)
+    dataset = load_dataset(args.dataset, args.data_dir)
+    rng = np.random.default_rng(args.seed)
+    count = min(args.count, len(dataset.train_images))
+    chosen = np.sort(rng.choice(len(dataset.train_images), count, replace=False))
+    images = to_float(dataset.train_images[chosen])
+    variants = augmented_variants(images, augmenter, args.variants, rng)
+    labels = [dataset.class_names[i] for i in dataset.train_labels[chosen]]
+    title = f"{dataset.name}: --augment {augmenter.spec} (seed {args.seed})"
+    path = plots.augmentation_grid(images[:, 0], variants[:, :, 0], labels, args.out, title=title)
+    print(f"wrote {path}")
+    return 0
