@@ -1,0 +1,61 @@
+import numpy as np
+import pytest
+
+from deepconvnet.checkpoint import load_metadata, load_model, save_model
+from deepconvnet.errors import CheckpointError
+from deepconvnet.fileio import atomic_save_npz, load_npz
+from deepconvnet.models import build_model
+
+
+@pytest.fixture
+def model(rng):
+    return build_model("deepconvnet", rng=rng, backend="reference", batchnorm=True)
+
+
+def test_round_trip_bit_exact(tmp_path, model, rng):
+    model.loss(rng.random((4, 1, 28, 28)), np.arange(4))  # move BatchNorm running stats
+    save_model(tmp_path / "model.npz", model, {"epoch": 3})
+    loaded = load_model(tmp_path)  # a run directory works too
+    for key, arr in {**model.params(), **model.buffers()}.items():
+        assert np.array_equal(loaded.array(key), arr) and loaded.array(key).dtype == arr.dtype
+    assert load_metadata(tmp_path / "model.npz") == {"epoch": 3}
+
+
+def test_truncated_file(tmp_path, model):
+    path = save_model(tmp_path / "m.npz", model)
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match=r"m\.npz"):
+        load_model(path)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(CheckpointError, match="no such"):
+        load_model(tmp_path / "nope.npz")
+
+
+def test_wrong_shape_names_array_and_shapes(tmp_path, model):
+    path = save_model(tmp_path / "m.npz", model)
+    arrays = load_npz(path)
+    arrays["0.W"] = np.zeros((16, 1, 5, 5), np.float32)
+    atomic_save_npz(path, arrays)
+    with pytest.raises(CheckpointError, match=r"'0.W'.*\(16, 1, 5, 5\).*\(16, 1, 3, 3\)"):
+        load_model(path)
+
+
+def test_other_architecture_and_bad_values(tmp_path, model, rng):
+    path = save_model(tmp_path / "m.npz", model)
+    small = build_model("deepconvnet", rng=rng, backend="reference")  # no batchnorm
+    arrays = load_npz(path)
+    arrays["__spec__"] = load_npz(save_model(tmp_path / "s.npz", small))["__spec__"]
+    atomic_save_npz(path, arrays)
+    with pytest.raises(CheckpointError):
+        load_model(path)
+    arrays = load_npz(save_model(tmp_path / "m.npz", model))
+    arrays["0.b"] = arrays["0.b"] * np.nan
+    atomic_save_npz(path, arrays)
+    with pytest.raises(CheckpointError, match="non-finite"):
+        load_model(path)
+    arrays["__spec__"] = np.array('{"layers": [{"type": "Mystery"}], "input_shape": [1, 2, 2]}')
+    atomic_save_npz(path, arrays)
+    with pytest.raises(CheckpointError, match="unknown layer type"):
+        load_model(path)

@@ -1,0 +1,57 @@
+import numpy as np
+import pytest
+
+from deepconvnet.errors import DeepConvNetError
+from deepconvnet.gradcheck import check_model
+from deepconvnet.models import Sequential, build_model
+from deepconvnet.optimizers import build_optimizer
+
+
+def test_figure_8_1_shapes_and_parameter_count(rng):
+    model = build_model("deepconvnet", rng=rng, backend="reference")
+    assert model.num_params() == 123552
+    spatial = [s[1] for s in model.output_shapes() if len(s) == 3]
+    assert sorted(set(spatial), reverse=True) == [28, 16, 14, 8, 4]
+    convs = [
+        s
+        for layer, s in zip(model.body, model.output_shapes(), strict=True)
+        if type(layer).__name__ in ("Convolution", "MaxPooling")
+    ]
+    assert [s[1] for s in convs] == [28, 28, 14, 14, 16, 8, 8, 8, 4]
+    assert model.layers[15].in_features == 1024
+
+
+def test_whole_deepconvnet_gradients(rng):
+    model = build_model("deepconvnet", rng=rng, dtype=np.float64, backend="reference")
+    x = rng.random((2, 1, 28, 28))
+    result = check_model(model, x, np.array([1, 8]), rng, n_samples=3)
+    assert result["max_relative_error"] < 1e-6, result
+
+
+def test_spec_round_trip_gives_identical_outputs(rng):
+    model = build_model("deepconvnet", rng=rng, backend="reference", dropout_mode="inverted")
+    clone = Sequential.from_spec(model.spec(), rng=np.random.default_rng(99))
+    for key, arr in model.params().items():
+        clone.params()[key][...] = arr
+    x = rng.random((3, 1, 28, 28), dtype=np.float32)
+    assert np.array_equal(clone.predict_proba(x), model.predict_proba(x))
+    assert clone.predict_proba(x).dtype == np.float32
+
+
+def test_unknown_model_is_a_user_error(rng):
+    with pytest.raises(DeepConvNetError, match="unknown model"):
+        build_model("resnet", rng=rng)
+
+
+def test_overfits_100_images(rng):
+    model = build_model("deepconvnet", rng=rng, backend="reference", dropout_ratio=0.0)
+    x = rng.random((100, 1, 28, 28), dtype=np.float32)
+    t = rng.integers(0, 10, 100)
+    opt = build_optimizer("adam", lr=0.003)
+    for step in range(120):
+        model.loss(x, t)
+        model.backward()
+        opt.step(model.params(), model.grads())
+        if step % 5 == 4 and model.accuracy(x, t) == 1.0:
+            break
+    assert model.accuracy(x, t) == 1.0

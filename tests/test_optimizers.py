@@ -1,0 +1,88 @@
+import numpy as np
+import pytest
+
+from deepconvnet.optimizers import OPTIMIZERS, build_optimizer
+
+P0 = np.array([1.0, -2.0])
+G1 = np.array([0.5, -0.25])
+G2 = np.array([-0.1, 0.3])
+LR = 0.1
+
+
+def book_updates(name):
+    """The book's common/optimizer.py rules, written out for two steps."""
+    p, out = P0.copy(), []
+    v = np.zeros(2)
+    m = np.zeros(2)
+    for t, g in enumerate((G1, G2), start=1):
+        if name == "sgd":
+            p = p - LR * g
+        elif name == "momentum":
+            v = 0.9 * v - LR * g
+            p = p + v
+        elif name == "nesterov":
+            v = 0.9 * v - LR * g
+            p = p + 0.81 * v - 1.9 * LR * g
+        elif name == "adagrad":
+            v = v + g * g
+            p = p - LR * g / (np.sqrt(v) + 1e-7)
+        elif name == "rmsprop":
+            v = 0.99 * v + 0.01 * g * g
+            p = p - LR * g / (np.sqrt(v) + 1e-7)
+        elif name == "adam":
+            lr_t = LR * np.sqrt(1 - 0.999**t) / (1 - 0.9**t)
+            m = m + 0.1 * (g - m)
+            v = v + 0.001 * (g * g - v)
+            p = p - lr_t * m / (np.sqrt(v) + 1e-7)
+        out.append(p.copy())
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_two_steps_match_the_book(name):
+    p = P0.copy()
+    opt = build_optimizer(name, lr=LR)
+    expected = book_updates(name)
+    opt.step({"p": p}, {"p": G1})
+    np.testing.assert_allclose(p, expected[0], rtol=1e-13, atol=1e-14)
+    opt.step({"p": p}, {"p": G2})
+    np.testing.assert_allclose(p, expected[1], rtol=1e-13, atol=1e-14)
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_state_dict_round_trip_continues_identically(rng, name):
+    params = {"w": rng.standard_normal((3, 2)).astype(np.float32)}
+    grads = [{"w": rng.standard_normal((3, 2)).astype(np.float32)} for _ in range(4)]
+    a = build_optimizer(name, lr=0.05, weight_decay=0.01)
+    a.step(params, grads[0])
+    b = build_optimizer(name, lr=0.5)
+    b.load_state_dict(a.state_dict())
+    pa, pb = {"w": params["w"].copy()}, {"w": params["w"].copy()}
+    for g in grads[1:]:
+        a.step(pa, g)
+        b.step(pb, g)
+    assert np.array_equal(pa["w"], pb["w"])
+    assert pa["w"].dtype == np.float32
+
+
+def test_updates_in_place_and_weight_decay_only_on_weights():
+    W, b = np.ones((2, 2)), np.ones(2)
+    ref = W
+    build_optimizer("sgd", lr=0.1, weight_decay=0.5).step(
+        {"W": W, "b": b}, {"W": W * 0, "b": b * 0}
+    )
+    assert W is ref
+    np.testing.assert_array_equal(W, np.full((2, 2), 0.95))
+    np.testing.assert_array_equal(b, np.ones(2))
+
+
+def test_lr_settable_and_unknown_name():
+    opt = build_optimizer("sgd", lr=1.0)
+    p = np.zeros(1)
+    opt.lr = 0.5
+    opt.step({"p": p}, {"p": np.ones(1)})
+    assert p[0] == -0.5
+    from deepconvnet.errors import DeepConvNetError
+
+    with pytest.raises(DeepConvNetError):
+        build_optimizer("lbfgs")
