@@ -227,3 +227,14 @@ def test_whole_model_fast_close_to_reference_float32():
     assert rel_err(dx_f, dx_r) < 1e-3
     for key in grads_r:
         assert rel_err(grads_f[key], grads_r[key]) < 1e-3, key
+
+
+def test_blocked_and_recomputed_paths_match_reference(monkeypatch):
+    # Tiny blocks and no kept unfolded input: the path big inference batches take.
+    monkeypatch.setattr(fast, "BLOCK_BYTES", 1)  # one image per block
+    monkeypatch.setattr(fast, "KEEP_UNFOLDED_MAX", 3)
+    rng = np.random.default_rng(5)
+    for case in [(7, 16, 9, 7, 8, 3, 1, 1), (5, 1, 8, 8, 4, 3, 1, 1), (5, 8, 9, 7, 8, 3, 2, 1)]:
+        got, want, _ = conv_both(rng, *case, np.float64)
+        for name, g, e in zip(("y", "dx", "dW", "db"), got, want, strict=True):
+            assert rel_err(g, e) < 1e-12, (case, name)
