@@ -1,0 +1,298 @@
+"""Reading user images and preparing them as the MNIST digits were made.
+
+MNIST's digits are white ink on black, size-normalised to fit a 20x20 box (aspect ratio kept,
+anti-aliased to grey levels) and centred by centre of mass in a 28x28 field. A network trained on
+them only recognises digits that look like that, so a photo, scan or canvas drawing goes through
+the same steps: greyscale -> ink made bright (dark-on-light paper is inverted, decided from the
+image's border) -> paper level removed and contrast stretched -> cropped to the ink -> fitted into
+20x20 -> shifted so that its centre of mass is the centre of the 28x28 field.
+
+Everything that can go wrong with a user's image raises :class:`ImageError` with one line naming the
+image and the problem; nothing else escapes, whatever the bytes or array.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from deepconvnet.errors import ImageError
+from deepconvnet.fileio import atomic_write_bytes
+
+#: Formats read (Pillow names). Restricting Pillow to them keeps its attack surface small.
+FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF")
+#: Images with more pixels are refused before decoding (decompression bombs). 40 MP covers
+#: any phone photo; Pillow's own warning limit (89 MP) is never reached.
+MAX_PIXELS = 40_000_000
+#: Larger images are reduced (box filter) to at most this side before any float work.
+WORK_SIDE = 1024
+
+SIZE = 28  # the MNIST field
+BOX = 20  # the box the digit is fitted into
+CENTRE = (
+    14.0  # MNIST's mean centre of mass (row and column, pixel indices), measured on its test set
+)
+PAPER_IS_LIGHT = 0.5  # border median above this: dark ink on light paper, inverted
+MIN_CONTRAST = 0.1  # ink must stand this far above the paper, else the image is blank
+INK_THRESHOLD = 0.2  # after stretching: pixels at least this bright count as ink for the crop
+NOISE_FLOOR = 0.05  # after stretching: dimmer pixels are paper texture, set to zero
+
+
+class ImageTooLargeError(ImageError):
+    """An image over the pixel limit (a possible decompression bomb)."""
+
+
+def read_image(
+    source: str | os.PathLike | bytes,
+    *,
+    name: str | None = None,
+    max_pixels: int = MAX_PIXELS,
+) -> np.ndarray:
+    """Decode a PNG, JPEG, BMP, GIF or TIFF (path or bytes) to greyscale float32 (H, W) in [0, 1].
+
+    The pixel count is checked from the header before decoding; only the first frame of an
+    animation or multi-page file is read; EXIF orientation is applied; transparency is flattened
+    onto paper of the opposite shade to the ink, so a stroke drawn on a transparent canvas stays
+    visible whatever its colour.
+    """
+    label = name or ("image" if isinstance(source, bytes | bytearray | memoryview) else str(source))
+    data = _read_bytes(source, label)
+    try:
+        with Image.open(io.BytesIO(data), formats=FORMATS) as img:
+            _check_size(img.size, label, max_pixels)
+            img.draft("L", (WORK_SIDE, WORK_SIDE))  # JPEG: decode at a reduced scale
+            img.load()
+            return _to_grey(ImageOps.exif_transpose(img), label)
+    except ImageError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLargeError(f"{label}: image too large ({exc})") from exc
+    except Image.UnidentifiedImageError as exc:
+        raise ImageError(f"{label}: not an image (expected PNG, JPEG, BMP, GIF or TIFF)") from exc
+    except MemoryError as exc:
+        raise ImageTooLargeError(f"{label}: image too large to decode") from exc
+    except Exception as exc:  # any decoder failure on untrusted bytes is the input's fault
+        raise ImageError(f"{label}: truncated or corrupt image ({_short(exc)})") from exc
+
+
+def prepare_digit(image: Any, *, name: str = "image") -> np.ndarray:
+    """Turn a greyscale (H, W) or RGB(A) (H, W, C) array into a 28x28 MNIST-style digit.
+
+    Accepted values: uint8 (0-255), uint16 (0-65535), bool, or other numbers in [0, 1]. Either
+    polarity works. Returns float32 (28, 28) in [0, 1], white ink on black.
+    """
+    grey = _as_grey_array(image, name)
+    ink = _ink(grey, name)
+    return _centre_by_mass(_fit_box(_crop_to_ink(ink)))
+
+
+def load_digit(
+    source: str | os.PathLike | bytes,
+    *,
+    name: str | None = None,
+    max_pixels: int = MAX_PIXELS,
+) -> np.ndarray:
+    """:func:`read_image` then :func:`prepare_digit`: a file or upload as the network sees it."""
+    label = name or ("image" if isinstance(source, bytes | bytearray | memoryview) else str(source))
+    return prepare_digit(read_image(source, name=label, max_pixels=max_pixels), name=label)
+
+
+def pixels_to_digit(pixels: Any, *, name: str = "pixels") -> np.ndarray:
+    """Validate raw 28x28 pixels (white digit on black, values in [0, 1]) and use them as given.
+
+    No preprocessing: the caller promises an MNIST-style digit already. Returns float32 (28, 28).
+    """
+    try:
+        arr = np.asarray(pixels, dtype=np.float64)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise ImageError(f"{name}: expected 28x28 numbers ({_short(exc)})") from exc
+    if arr.shape != (SIZE, SIZE):
+        raise ImageError(f"{name}: expected shape 28x28, got {'x'.join(map(str, arr.shape))}")
+    if not np.isfinite(arr).all():
+        raise ImageError(f"{name}: values must be finite numbers (found NaN or infinity)")
+    if arr.min() < 0 or arr.max() > 1:
+        raise ImageError(f"{name}: values must be in [0, 1] (found {arr.min():g} to {arr.max():g})")
+    return arr.astype(np.float32)
+
+
+def digit_png_bytes(digit: np.ndarray) -> bytes:
+    """A 28x28 digit in [0, 1] as an 8-bit greyscale PNG (white ink on black)."""
+    pixels = np.clip(np.rint(np.asarray(digit, dtype=np.float64) * 255), 0, 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def save_digit_png(path: str | os.PathLike, digit: np.ndarray) -> Path:
+    """Atomically write a 28x28 digit as PNG (what the network saw)."""
+    return atomic_write_bytes(path, digit_png_bytes(digit))
+
+
+# -- reading --------------------------------------------------------------------------------------
+def _read_bytes(source: str | os.PathLike | bytes, label: str) -> bytes:
+    if isinstance(source, bytes | bytearray | memoryview):
+        data = bytes(source)
+    else:
+        try:
+            data = Path(source).read_bytes()
+        except FileNotFoundError:
+            raise ImageError(f"{label}: no such file") from None
+        except IsADirectoryError:
+            raise ImageError(f"{label}: is a directory, not an image") from None
+        except OSError as exc:
+            raise ImageError(f"{label}: cannot read ({exc.strerror or exc})") from exc
+    if not data:
+        raise ImageError(f"{label}: empty file, not an image")
+    return data
+
+
+def _check_size(size: tuple[int, int], label: str, max_pixels: int) -> None:
+    width, height = size
+    if width < 1 or height < 1:
+        raise ImageError(f"{label}: image has no pixels ({width}x{height})")
+    if width * height > max_pixels:
+        raise ImageTooLargeError(
+            f"{label}: image too large ({width}x{height} = {width * height:,} pixels; "
+            f"the limit is {max_pixels:,})"
+        )
+
+
+def _to_grey(img: Image.Image, label: str) -> np.ndarray:
+    """Any Pillow mode -> float32 (H, W) in [0, 1], reduced to at most WORK_SIDE per side."""
+    if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        return _stretch_high_depth(np.asarray(img, dtype=np.float64), label)
+    has_alpha = img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info
+    img = img.convert("LA" if has_alpha else "L")
+    factor = math.ceil(max(img.size) / WORK_SIDE)
+    if factor > 1:
+        img = img.reduce(factor)
+    arr = np.asarray(img, dtype=np.float32) / np.float32(255)
+    if not has_alpha:
+        return arr
+    grey, alpha = arr[..., 0], arr[..., 1]
+    if alpha.min() >= 1:
+        return grey
+    painted = alpha > 0.5
+    ink_is_dark = painted.any() and float(grey[painted].mean()) < 0.5
+    paper = np.float32(1.0 if ink_is_dark else 0.0)
+    return alpha * grey + (1 - alpha) * paper
+
+
+def _stretch_high_depth(arr: np.ndarray, label: str) -> np.ndarray:
+    """16-bit, 32-bit and float images: map their own range onto [0, 1] (polarity is relative)."""
+    if arr.ndim != 2 or not np.isfinite(arr).all():
+        raise ImageError(f"{label}: unsupported pixel data (non-finite or multi-channel)")
+    low, high = float(arr.min()), float(arr.max())
+    out = (arr - low) / (high - low) if high > low else np.zeros_like(arr)
+    step = math.ceil(max(arr.shape) / WORK_SIDE)
+    return out[::step, ::step].astype(np.float32)
+
+
+# -- preparing ------------------------------------------------------------------------------------
+def _as_grey_array(image: Any, name: str) -> np.ndarray:
+    """Validate an array and bring it to float64 (H, W) in [0, 1]."""
+    try:
+        arr = np.asarray(image)
+    except Exception as exc:
+        raise ImageError(f"{name}: not an array ({_short(exc)})") from exc
+    if arr.dtype == bool:
+        arr = arr.astype(np.uint8) * 255
+    if arr.dtype.kind not in "uif":
+        raise ImageError(f"{name}: pixels must be numbers, got dtype {arr.dtype}")
+    if arr.ndim == 3 and arr.shape[-1] in (1, 3, 4):
+        arr = _luminance(arr)
+    if arr.ndim != 2:
+        raise ImageError(
+            f"{name}: expected a greyscale (H, W) or colour (H, W, 3|4) image, got shape "
+            f"{arr.shape}"
+        )
+    if arr.size == 0:
+        raise ImageError(f"{name}: image has no pixels (shape {arr.shape})")
+    if arr.size > MAX_PIXELS:
+        raise ImageTooLargeError(f"{name}: image too large ({arr.size:,} pixels)")
+    return _unit_range(arr, name)
+
+
+def _luminance(arr: np.ndarray) -> np.ndarray:
+    """ITU-R 601 luma of RGB (alpha ignored); a single channel is just squeezed."""
+    if arr.shape[-1] == 1:
+        return arr[..., 0]
+    weights = np.array([0.299, 0.587, 0.114])
+    rgb = arr[..., :3].astype(np.float64)
+    luma = rgb @ weights
+    return luma.astype(arr.dtype) if arr.dtype.kind in "ui" else luma
+
+
+def _unit_range(arr: np.ndarray, name: str) -> np.ndarray:
+    if arr.dtype in (np.uint8, np.uint16):
+        return arr.astype(np.float64) / np.iinfo(arr.dtype).max
+    with np.errstate(all="ignore"):
+        out = arr.astype(np.float64)
+    if not np.isfinite(out).all():
+        raise ImageError(f"{name}: pixel values must be finite (found NaN or infinity)")
+    low, high = float(out.min()), float(out.max())
+    if low < 0 or high > 1:
+        raise ImageError(
+            f"{name}: pixel values must be in [0, 1] for dtype {arr.dtype} "
+            f"(found {low:g} to {high:g})"
+        )
+    return out
+
+
+def _ink(grey: np.ndarray, name: str) -> np.ndarray:
+    """Bright ink on a zero background, stretched so that the brightest ink is 1."""
+    border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
+    paper = float(np.median(border))
+    ink = 1.0 - grey if paper > PAPER_IS_LIGHT else grey
+    background = min(paper, 1.0 - paper) if paper > PAPER_IS_LIGHT else paper
+    peak = float(ink.max())
+    if peak - background < MIN_CONTRAST:
+        raise ImageError(f"{name}: no digit found (the image is blank or uniform)")
+    ink = np.clip((ink - background) / (peak - background), 0.0, 1.0)
+    ink[ink < NOISE_FLOOR] = 0.0
+    return ink
+
+
+def _crop_to_ink(ink: np.ndarray) -> np.ndarray:
+    strong = ink >= INK_THRESHOLD
+    rows = np.flatnonzero(strong.any(axis=1))
+    cols = np.flatnonzero(strong.any(axis=0))
+    return ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+
+
+def _fit_box(digit: np.ndarray) -> np.ndarray:
+    """Scale so that the longer side is BOX pixels, keeping the aspect ratio (anti-aliased)."""
+    height, width = digit.shape
+    scale = BOX / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    resample = Image.Resampling.LANCZOS if scale < 1 else Image.Resampling.BILINEAR
+    resized = Image.fromarray(digit.astype(np.float32)).resize(size, resample)
+    return np.clip(np.asarray(resized, dtype=np.float64), 0.0, 1.0)
+
+
+def _centre_by_mass(digit: np.ndarray) -> np.ndarray:
+    """Place in a 28x28 field with the centre of mass at its centre (sub-pixel, bilinear)."""
+    from scipy import ndimage
+
+    height, width = digit.shape
+    field = np.zeros((SIZE, SIZE))
+    top, left = (SIZE - height) // 2, (SIZE - width) // 2
+    field[top : top + height, left : left + width] = digit
+    mass = field.sum()
+    if mass <= 0:  # unreachable after _ink's contrast check, kept as a guard
+        return field.astype(np.float32)
+    rows, cols = np.indices(field.shape)
+    shift = (CENTRE - (rows * field).sum() / mass, CENTRE - (cols * field).sum() / mass)
+    moved = ndimage.shift(field, shift, order=1, mode="constant", cval=0.0)
+    return np.clip(moved, 0.0, 1.0).astype(np.float32)
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
