@@ -1,0 +1,135 @@
+"""``predict``, ``serve`` and ``import-book``: using a trained network on your own digits."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from deepconvnet.cli.common import positive_int
+
+ARCHITECTURES = ("deepconvnet",)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    _register_predict(sub)
+    _register_serve(sub)
+    _register_import_book(sub)
+
+
+def _register_predict(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "predict",
+        help="classify your own digit images (PNG, JPEG, BMP, GIF, TIFF)",
+        description=(
+            "Classify image files of handwritten digits. Each image (any size, colour or grey) is "
+            "prepared as MNIST digits were: greyscale, inverted if dark on light, cropped to the "
+            "digit, fitted into 20x20 keeping its aspect ratio, centred by centre of mass in 28x28."
+        ),
+    )
+    parser.add_argument("model", metavar="RUN_DIR|model.npz", help="a run directory or model file")
+    parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+    parser.add_argument(
+        "--top", type=positive_int, default=3, metavar="K", help="labels to print (default: 3)"
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help='print [{"file", "label", "probabilities": [10 floats]}, ...]',
+    )
+    parser.add_argument(
+        "--save-preprocessed",
+        metavar="DIR",
+        default=None,
+        help="write the 28x28 images the network saw to DIR as PNG",
+    )
+    parser.set_defaults(func=run_predict)
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    from deepconvnet.serve import DigitClassifier, predict_files
+
+    classifier = DigitClassifier.from_path(args.model)
+    predictions = predict_files(classifier, args.images, save_dir=args.save_preprocessed)
+    if args.json:
+        print(json.dumps([p.to_json() for p in predictions]))
+        return 0
+    width = max(len(p.file) for p in predictions)
+    for prediction in predictions:
+        ranked = "  ".join(f"{label} ({p:.3f})" for label, p in prediction.top(args.top))
+        print(f"{prediction.file:<{width}}  {ranked}")
+    if args.save_preprocessed:
+        print(f"preprocessed 28x28 inputs saved in {args.save_preprocessed}", file=sys.stderr)
+    return 0
+
+
+def _register_serve(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "serve",
+        help="web page to draw digits + JSON API (POST /api/predict)",
+        description=(
+            "Serve a draw-a-digit web page (GET /) and a JSON API (POST /api/predict: a multipart "
+            'image upload, or JSON {"pixels": 28x28 in [0, 1], white digit on black}). Binds to '
+            "loopback unless --host says otherwise."
+        ),
+    )
+    parser.add_argument("model", metavar="RUN_DIR|model.npz", help="a run directory or model file")
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, loopback only)"
+    )
+    parser.add_argument("--port", type=_port, default=8000, help="port (default: 8000)")
+    parser.set_defaults(func=run_serve)
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be in 0..65535, got {text}")
+    return value
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from deepconvnet.serve import DigitClassifier
+    from deepconvnet.serve.app import LOOPBACK, serve
+
+    classifier = DigitClassifier.from_path(args.model)
+    if args.host not in (LOOPBACK, "localhost", "::1"):
+        print(f"warning: serving on {args.host}, reachable from other machines", file=sys.stderr)
+    print(f"serving {classifier.name} at http://{args.host}:{args.port}/", file=sys.stderr)
+    serve(classifier, host=args.host, port=args.port)
+    return 0
+
+
+def _register_import_book(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "import-book",
+        help="convert the book's deep_convnet_params.pkl into a model.npz",
+        description=(
+            "Convert the book's published weights (deep_convnet_params.pkl: W1..W8, b1..b8) into a "
+            "deepconvnet checkpoint for evaluate, predict and serve. The pickle is read with a "
+            "restricted unpickler that admits only NumPy arrays; anything else is refused."
+        ),
+    )
+    parser.add_argument("pkl", metavar="PKL", help="the book's deep_convnet_params.pkl")
+    parser.add_argument(
+        "--out", required=True, metavar="DIR|model.npz", help="a .npz file, or a directory"
+    )
+    parser.add_argument("--arch", choices=ARCHITECTURES, default="deepconvnet", help="architecture")
+    parser.add_argument(
+        "--dtype",
+        choices=("float64", "float32"),
+        default="float64",
+        help="parameter dtype (default: float64, the book's; both give 9797/10000 on MNIST)",
+    )
+    parser.set_defaults(func=run_import_book)
+
+
+def run_import_book(args: argparse.Namespace) -> int:
+    from deepconvnet.book import import_book
+
+    path = import_book(args.pkl, args.out, arch=args.arch, dtype=args.dtype)
+    print(f"wrote {path} (the book's DeepConvNet, {args.dtype}, dropout mode 'book')")
+    return 0

@@ -1,0 +1,214 @@
+"""The web app: a draw-a-digit page and a JSON API in front of a :class:`DigitClassifier`.
+
+Routes
+------
+``GET /``              the drawing page (static files under ``serve/static``; no external CDN)
+``GET /healthz``       ``{"status": "ok", "model": ..., ...}``
+``POST /api/predict``  one digit, as either
+    * an uploaded image file (``multipart/form-data``, any field name; or a raw ``image/*`` body),
+      prepared exactly as ``deepconvnet predict`` prepares files (MNIST-style: inverted if dark
+      on light, cropped, fitted to 20x20, centred by mass in 28x28), or
+    * JSON ``{"pixels": [[...28 numbers...] x 28]}``: raw pixels in [0, 1], **white digit on black**
+      (the MNIST convention), used exactly as given - no preprocessing.
+  Answer: ``{"label": int, "probabilities": [10 floats], "input": 28x28 floats}`` where ``input``
+  is what the network saw.
+
+Every bad request gets a 4xx with ``{"error": "..."}``: 400 unreadable/ill-shaped/out-of-range
+input, 413 a body over ``max_body_bytes`` or an image over ``max_pixels`` (decompression bombs),
+415 an unsupported content type. Bodies are counted as they arrive, so a client cannot make the
+server buffer more than the limit, whatever its Content-Length says.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from deepconvnet.errors import DeepConvNetError
+from deepconvnet.images import MAX_PIXELS, ImageTooLargeError, load_digit, pixels_to_digit
+from deepconvnet.serve import DigitClassifier, predict_digit
+
+MAX_BODY_BYTES = 8 * 1024 * 1024  # a phone photo fits; anything bigger is refused unread
+LOOPBACK = "127.0.0.1"
+
+
+class RequestError(Exception):
+    """A bad request: answered with ``status`` and ``{"error": message}``."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def create_app(
+    classifier: DigitClassifier,
+    *,
+    max_body_bytes: int = MAX_BODY_BYTES,
+    max_pixels: int = MAX_PIXELS,
+) -> FastAPI:
+    """The FastAPI app serving ``classifier``."""
+    app = FastAPI(
+        title="deepconvnet",
+        summary="Draw a digit; the deep ConvNet of 'Deep Learning from Scratch' reads it.",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
+    _add_error_handlers(app)
+    static = resources.files("deepconvnet.serve") / "static"
+    app.mount("/static", StaticFiles(directory=str(static)), name="static")
+
+    @app.get("/", response_class=HTMLResponse)
+    def index() -> HTMLResponse:
+        return HTMLResponse((static / "index.html").read_text(encoding="utf-8"))
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, Any]:
+        return {"status": "ok", **classifier.describe()}
+
+    @app.post("/api/predict")
+    async def api_predict(request: Request) -> dict[str, Any]:
+        digit = await _digit_from_request(request, max_pixels)
+        prediction = await run_in_threadpool(predict_digit, classifier, digit)
+        return {
+            "label": prediction.label,
+            "probabilities": prediction.probabilities,
+            "input": np.round(prediction.input.astype(np.float64), 4).tolist(),
+        }
+
+    return app
+
+
+async def _digit_from_request(request: Request, max_pixels: int) -> np.ndarray:
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type == "multipart/form-data":
+        data, name = await _uploaded_file(request)
+        return await run_in_threadpool(load_digit, data, name=name, max_pixels=max_pixels)
+    if content_type.startswith("image/") or content_type == "application/octet-stream":
+        data = await request.body()
+        return await run_in_threadpool(load_digit, data, name="upload", max_pixels=max_pixels)
+    if content_type == "application/json":
+        return pixels_to_digit(_pixels_field(await request.body()))
+    raise RequestError(
+        415,
+        f"unsupported content type {content_type or '(none)'!r}: send an image as "
+        'multipart/form-data or JSON {"pixels": 28x28 numbers in [0, 1]}',
+    )
+
+
+async def _uploaded_file(request: Request) -> tuple[bytes, str]:
+    async with request.form(max_files=1, max_fields=10) as form:
+        uploads = [value for value in form.values() if isinstance(value, UploadFile)]
+        if not uploads:
+            raise RequestError(400, "multipart body holds no file: attach the image as a file")
+        upload = uploads[0]
+        return await upload.read(), upload.filename or "upload"
+
+
+def _pixels_field(body: bytes) -> Any:
+    try:
+        payload = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise RequestError(400, f"body is not valid JSON ({exc})") from None
+    if not isinstance(payload, dict) or "pixels" not in payload:
+        raise RequestError(400, 'expected a JSON object {"pixels": 28x28 numbers in [0, 1]}')
+    return payload["pixels"]
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Every error is JSON ``{"error": ...}``; user mistakes are 4xx, never 500."""
+
+    @app.exception_handler(RequestError)
+    async def request_error(_: Request, exc: RequestError) -> JSONResponse:
+        return JSONResponse({"error": exc.message}, status_code=exc.status)
+
+    @app.exception_handler(DeepConvNetError)
+    async def user_error(_: Request, exc: DeepConvNetError) -> JSONResponse:
+        status = 413 if isinstance(exc, ImageTooLargeError) else 400
+        return JSONResponse({"error": str(exc)}, status_code=status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse(
+            {"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers
+        )
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+class BodySizeLimit:
+    """ASGI middleware: 413 for a request body over ``max_bytes``, declared or streamed."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            await self._refuse(scope, send)
+            return
+        received = 0
+        started = False
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise BodyTooLarge
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except BodyTooLarge:
+            if not started:
+                await self._refuse(scope, send)
+
+    async def _refuse(self, scope: Scope, send: Send) -> None:
+        response = JSONResponse(
+            {"error": f"request body too large (the limit is {self.max_bytes:,} bytes)"},
+            status_code=413,
+            headers={"connection": "close"},
+        )
+        await response(scope, _no_receive, send)
+
+
+async def _no_receive() -> Message:
+    return {"type": "http.disconnect"}
+
+
+def serve(
+    classifier: DigitClassifier,
+    *,
+    host: str = LOOPBACK,
+    port: int = 8000,
+    log_level: str = "info",
+) -> None:
+    """Run the app with uvicorn until interrupted (loopback only unless ``host`` says otherwise)."""
+    import uvicorn
+
+    uvicorn.run(create_app(classifier), host=host, port=port, log_level=log_level)
