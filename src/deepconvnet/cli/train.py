@@ -132,17 +132,25 @@ def config_from_args(args: argparse.Namespace):
         checkpoint_every=args.checkpoint_every,
         model_options=model_options,
     )
-    _validate_specs(config)
-    return config
+    return _canonical_specs(config)
 
 
-def _validate_specs(config) -> None:
-    """Parse schedule and augmentation specs up front so typos fail before any work."""
+def _canonical_specs(config):
+    """Parse schedule and augmentation specs up front (typos fail before any work) and record
+    them in canonical form, so config.json says exactly what ran."""
     from deepconvnet.data.augment import parse_augment
     from deepconvnet.schedules import parse_schedule
 
-    parse_schedule(config.lr_schedule)
-    parse_augment(config.augment)
+    config.lr_schedule = parse_schedule(config.lr_schedule).spec
+    augmenter = parse_augment(config.augment)
+    config.augment = augmenter.spec if augmenter is not None else None
+    if augmenter is not None and augmenter.flips and config.dataset == "mnist":
+        print(
+            "warning: flips change a digit's meaning (a mirrored 2 is no 2); "
+            "use them only for datasets where that is not so",
+            file=sys.stderr,
+        )
+    return config
 
 
 def _register_train(sub: argparse._SubParsersAction) -> None:
