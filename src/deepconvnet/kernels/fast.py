@@ -109,7 +109,9 @@ def _grid_taps(x: np.ndarray, k: int, pad: int) -> tuple[np.ndarray, int, int]:
     return np.ascontiguousarray(folded), s, t
 
 
-def _grid_conv(x: np.ndarray, wf: np.ndarray, pad: int, out: np.ndarray) -> np.ndarray:
+def _grid_conv(
+    x: np.ndarray, wf: np.ndarray, pad: int, out: np.ndarray, bias: np.ndarray | None = None
+) -> np.ndarray:
     """Stride-1 convolution of one block into ``out`` (n, OH, OW, F); returns the grid ``G3``.
 
     ``wf`` is (k, k*C, F): ``wf[i, j*C + c, f] = W[f, c, i, j]``.
@@ -122,7 +124,11 @@ def _grid_conv(x: np.ndarray, wf: np.ndarray, pad: int, out: np.ndarray) -> np.n
     acc = g3[:m] @ wf[0]
     for i in range(1, k):
         acc += g3[i * s : i * s + m] @ wf[i]
-    out[...] = acc.reshape(n, h + pad, s, f)[:, :oh, :ow, :]
+    valid = acc.reshape(n, h + pad, s, f)[:, :oh, :ow, :]
+    if bias is None:
+        out[...] = valid
+    else:
+        np.add(valid, bias, out=out)  # bias in the same pass that drops the off-image positions
     return g3
 
 
@@ -152,8 +158,7 @@ def _grid_forward_chunk(x, wf, b, pad, y, keep, a, z):
     _, h, w, c = x.shape
     k = wf.shape[0]
     for i, e in _blocks(a, z, _grid_image_bytes(h, w, c, k, pad, x.itemsize)):
-        g3 = _grid_conv(x[i:e], wf, pad, y[i:e])
-        y[i:e] += b
+        g3 = _grid_conv(x[i:e], wf, pad, y[i:e], b)
         kept.append(g3 if keep else None)
     return kept
 
