@@ -27,16 +27,26 @@ from deepconvnet.errors import CheckpointError
 
 BOOK_KEYS = tuple(f"{kind}{i}" for i in range(1, 9) for kind in ("W", "b"))
 
+
+def _latin1_bytes(text: str, encoding: str = "latin1") -> bytes:
+    """What protocol-2 pickles call ``_codecs.encode`` for: array bytes stored as latin-1 text."""
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise CheckpointError("refusing _codecs.encode other than str -> latin-1 bytes")
+    return text.encode("latin1")
+
+
 # (module, name) -> the object find_class returns. numpy 1.x pickles name numpy.core, numpy 2 names
 # numpy._core; both resolve to the same functions (without importing the deprecated alias).
+# Protocol 2 stores array bytes through _codecs.encode; protocol 5 rebuilds arrays with _frombuffer.
 _ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
     ("numpy", "ndarray"): np.ndarray,
     ("numpy", "dtype"): np.dtype,
-    ("numpy.core.multiarray", "_reconstruct"): np._core.multiarray._reconstruct,
-    ("numpy._core.multiarray", "_reconstruct"): np._core.multiarray._reconstruct,
-    ("numpy.core.multiarray", "scalar"): np._core.multiarray.scalar,
-    ("numpy._core.multiarray", "scalar"): np._core.multiarray.scalar,
+    ("_codecs", "encode"): _latin1_bytes,
 }
+for _core in ("numpy.core", "numpy._core"):
+    _ALLOWED_GLOBALS[(f"{_core}.multiarray", "_reconstruct")] = np._core.multiarray._reconstruct
+    _ALLOWED_GLOBALS[(f"{_core}.multiarray", "scalar")] = np._core.multiarray.scalar
+    _ALLOWED_GLOBALS[(f"{_core}.numeric", "_frombuffer")] = np._core.numeric._frombuffer
 
 
 class BookUnpickler(pickle.Unpickler):

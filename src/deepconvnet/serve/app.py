@@ -22,6 +22,10 @@ server buffer more than the limit, whatever its Content-Length says.
 from __future__ import annotations
 
 import json
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib import resources
 from typing import Any
 
@@ -212,3 +216,34 @@ def serve(
     import uvicorn
 
     uvicorn.run(create_app(classifier), host=host, port=port, log_level=log_level)
+
+
+@contextmanager
+def running_server(app: ASGIApp, *, host: str = LOOPBACK, timeout: float = 10.0) -> Iterator[str]:
+    """Run ``app`` with uvicorn in a background thread on a free port; yields the base URL.
+
+    The socket is bound before the thread starts (port 0: the OS picks a free port), so there is
+    no race for the port; the server is stopped and joined on exit. For tests and notebooks.
+    """
+    import socket
+
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + timeout
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the test server did not start")
+            time.sleep(0.01)
+        yield f"http://{host}:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout)
+        sock.close()

@@ -1,0 +1,231 @@
+"""Reading user images and preparing them as MNIST digits were made."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+from PIL import Image, ImageDraw
+
+from deepconvnet.errors import ImageError
+from deepconvnet.images import (
+    ImageTooLargeError,
+    digit_png_bytes,
+    load_digit,
+    pixels_to_digit,
+    prepare_digit,
+    read_image,
+    save_digit_png,
+)
+
+
+def draw_seven(size: tuple[int, int], *, dark_on_light: bool, supersample: int = 1) -> Image.Image:
+    """A '7' whose size follows the image's; drawn at ``supersample`` x and box-filtered down."""
+    width, height = size[0] * supersample, size[1] * supersample
+    paper, ink = (255, 0) if dark_on_light else (0, 255)
+    img = Image.new("L", (width, height), paper)
+    side = 0.6 * min(width, height)
+    x0, y0 = (width - 0.6 * side) / 2, (height - side) / 2
+    points = [(x0, y0), (x0 + 0.6 * side, y0), (x0 + 0.2 * side, y0 + side)]
+    ImageDraw.Draw(img).line(points, fill=ink, width=max(1, int(0.12 * side)))
+    return img.resize(size, Image.Resampling.BOX) if supersample > 1 else img
+
+
+def encode(img: Image.Image, fmt: str, **kwargs) -> bytes:
+    buffer = io.BytesIO()
+    img.save(buffer, format=fmt, **kwargs)
+    return buffer.getvalue()
+
+
+def centre_of_mass(digit: np.ndarray) -> tuple[float, float]:
+    rows, cols = np.indices(digit.shape)
+    return (rows * digit).sum() / digit.sum(), (cols * digit).sum() / digit.sum()
+
+
+REFERENCE = prepare_digit(np.asarray(draw_seven((300, 200), dark_on_light=True)))
+
+
+# -- the MNIST recipe ---------------------------------------------------------------------------
+def test_large_dark_on_light_and_small_light_on_dark_give_the_same_digit():
+    small = prepare_digit(np.asarray(draw_seven((28, 28), dark_on_light=False, supersample=10)))
+    assert REFERENCE.shape == small.shape == (28, 28)
+    assert REFERENCE.dtype == np.float32
+    assert np.abs(REFERENCE - small).mean() < 0.03
+    assert np.corrcoef(REFERENCE.ravel(), small.ravel())[0, 1] > 0.95
+
+
+def test_prepared_digit_is_white_on_black_centred_and_fitted_to_20_pixels():
+    digit = REFERENCE
+    assert digit.max() == pytest.approx(1.0, abs=0.05)
+    # Centring by mass moves a '7' down (its mass is in the top bar), as it moved MNIST's.
+    assert digit[0].max() == digit[:, 0].max() == digit[:, -1].max() == 0
+    assert digit[-1].sum() < 0.02 * digit.sum()
+    np.testing.assert_allclose(centre_of_mass(digit), (14.0, 14.0), atol=0.05)
+    rows = np.flatnonzero((digit > 0.2).any(axis=1))
+    assert 19 <= rows[-1] - rows[0] + 1 <= 21  # the taller side fills the 20-pixel box
+
+
+def test_aspect_ratio_is_kept():
+    bar = np.zeros((400, 400))
+    bar[100:300, 180:220] = 1.0  # a 200x40 bar: 5:1
+    digit = prepare_digit(bar)
+    rows = np.flatnonzero((digit > 0.5).any(axis=1))
+    cols = np.flatnonzero((digit > 0.5).any(axis=0))
+    assert rows[-1] - rows[0] + 1 in (19, 20, 21)  # sub-pixel centring blurs an edge row
+    assert cols[-1] - cols[0] + 1 in (3, 4, 5)
+
+
+@pytest.mark.parametrize(
+    ("fmt", "mode", "kwargs"),
+    [
+        ("PNG", "L", {}),
+        ("PNG", "RGB", {}),
+        ("JPEG", "RGB", {"quality": 95}),
+        ("BMP", "RGB", {}),
+        ("GIF", "P", {}),
+        ("TIFF", "L", {}),
+        ("PNG", "I;16", {}),
+    ],
+)
+def test_every_format_and_mode_gives_the_same_digit(tmp_path, fmt, mode, kwargs):
+    img = draw_seven((300, 200), dark_on_light=True)
+    if mode == "I;16":
+        img = Image.fromarray(np.asarray(img).astype(np.uint16) * 257)
+    else:
+        img = img.convert(mode)
+    path = tmp_path / f"seven.{fmt.lower()}"
+    path.write_bytes(encode(img, fmt, **kwargs))
+    digit = load_digit(path)
+    assert np.abs(digit - REFERENCE).mean() < 0.02
+
+
+def test_stroke_on_a_transparent_canvas_is_seen_whatever_its_colour():
+    alpha = np.asarray(draw_seven((300, 200), dark_on_light=False))
+    for ink in (0, 255):
+        rgba = np.zeros((200, 300, 4), np.uint8)
+        rgba[..., :3] = ink
+        rgba[..., 3] = alpha
+        digit = load_digit(encode(Image.fromarray(rgba), "PNG"))
+        assert np.abs(digit - REFERENCE).mean() < 0.02
+
+
+def test_photo_like_paper_noise_is_removed():
+    rng = np.random.default_rng(0)
+    grey = np.asarray(draw_seven((300, 200), dark_on_light=True), dtype=np.float64) / 255
+    photo = np.clip(0.15 + 0.7 * grey + rng.normal(0, 0.02, grey.shape), 0, 1)  # grey paper
+    digit = prepare_digit(photo)
+    assert np.abs(digit - REFERENCE).mean() < 0.03
+
+
+def test_raw_pixels_are_checked_and_used_as_given():
+    pixels = np.random.default_rng(1).random((28, 28))
+    np.testing.assert_array_equal(pixels_to_digit(pixels.tolist()), pixels.astype(np.float32))
+    for bad, words in [
+        (np.zeros((28, 29)), "expected shape 28x28, got 28x29"),
+        (np.full((28, 28), 1.5), "must be in [0, 1]"),
+        (np.full((28, 28), np.nan), "finite"),
+        ([[0.0] * 28] * 27 + [[0.0] * 3], "expected 28x28 numbers"),
+        ("seven", "expected 28x28 numbers"),
+    ]:
+        with pytest.raises(ImageError, match="pixels: ") as info:
+            pixels_to_digit(bad)
+        assert words in str(info.value)
+
+
+def test_save_digit_png_writes_the_exact_pixels(tmp_path):
+    path = save_digit_png(tmp_path / "out" / "seen.png", REFERENCE)
+    assert path.read_bytes() == digit_png_bytes(REFERENCE)
+    back = np.asarray(Image.open(path))
+    np.testing.assert_array_equal(back, np.rint(REFERENCE * 255).astype(np.uint8))
+    assert list((tmp_path / "out").iterdir()) == [path]  # no temporary left behind
+
+
+# -- refusals -----------------------------------------------------------------------------------
+def test_non_images_truncated_and_empty_files_are_image_errors(tmp_path):
+    text = tmp_path / "notes.txt"
+    text.write_text("a seven\n")
+    png = encode(draw_seven((300, 200), dark_on_light=True), "PNG")
+    cases = {
+        text: "not an image",
+        tmp_path / "missing.png": "no such file",
+        tmp_path: "is a directory",
+    }
+    (tmp_path / "cut.png").write_bytes(png[: len(png) // 2])
+    cases[tmp_path / "cut.png"] = "truncated or corrupt"
+    (tmp_path / "empty.png").write_bytes(b"")
+    cases[tmp_path / "empty.png"] = "empty file"
+    for path, words in cases.items():
+        with pytest.raises(ImageError) as info:
+            load_digit(path)
+        message = str(info.value)
+        assert message.startswith(f"{path}: ") and words in message and "\n" not in message
+
+
+def test_blank_images_have_no_digit():
+    for value in (0, 255, 128):
+        with pytest.raises(ImageError, match="no digit found"):
+            load_digit(encode(Image.new("L", (40, 40), value), "PNG"), name="blank.png")
+
+
+def test_over_large_images_are_refused_before_decoding():
+    bomb = encode(Image.new("1", (8000, 8000)), "PNG")  # 64 Mpx in a few KB
+    assert len(bomb) < 100_000
+    with pytest.raises(ImageTooLargeError, match=r"bomb.png: image too large \(8000x8000"):
+        read_image(bomb, name="bomb.png")
+    small = encode(draw_seven((300, 200), dark_on_light=True), "PNG")
+    with pytest.raises(ImageTooLargeError, match="the limit is 50,000"):
+        read_image(small, max_pixels=50_000)
+
+
+# -- property-based: nothing but ImageError escapes ---------------------------------------------
+VALID = {
+    fmt: encode(draw_seven((40, 30), dark_on_light=True).convert("RGB"), fmt)
+    for fmt in ("PNG", "JPEG", "BMP", "GIF", "TIFF")
+}
+
+
+@st.composite
+def mutated_images(draw):
+    data = bytearray(VALID[draw(st.sampled_from(sorted(VALID)))])
+    for _ in range(draw(st.integers(1, 8))):
+        data[draw(st.integers(0, len(data) - 1))] = draw(st.integers(0, 255))
+    return bytes(data[: draw(st.integers(1, len(data)))])
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # Pillow warns about corrupt TIFF/EXIF data
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(st.binary(max_size=2048), mutated_images()))
+def test_arbitrary_bytes_raise_only_image_error(data):
+    try:
+        digit = load_digit(data)
+    except ImageError as exc:
+        assert "\n" not in str(exc)
+    else:
+        assert digit.shape == (28, 28) and digit.dtype == np.float32
+        assert np.isfinite(digit).all() and digit.min() >= 0 and digit.max() <= 1
+
+
+ARRAY_DTYPES = st.sampled_from(
+    [np.uint8, np.uint16, np.int8, np.int32, np.int64, np.float16, np.float32, np.float64, bool]
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    hnp.arrays(
+        dtype=ARRAY_DTYPES,
+        shape=hnp.array_shapes(min_dims=0, max_dims=4, min_side=0, max_side=12),
+    )
+)
+def test_arbitrary_arrays_raise_only_image_error(array):
+    try:
+        digit = prepare_digit(array)
+    except ImageError as exc:
+        assert "\n" not in str(exc)
+    else:
+        assert digit.shape == (28, 28) and digit.dtype == np.float32
+        assert np.isfinite(digit).all() and digit.min() >= 0 and digit.max() <= 1

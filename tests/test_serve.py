@@ -1,0 +1,251 @@
+"""The web API on a real uvicorn (loopback, free port) and the predict command."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from deepconvnet.checkpoint import save_model
+from deepconvnet.cli import main
+from deepconvnet.images import load_digit
+from deepconvnet.models import build_model
+from deepconvnet.serve import DigitClassifier
+from deepconvnet.serve.app import create_app, running_server
+
+BODY_LIMIT = 64 * 1024  # small, so that "too large" costs nothing to send
+
+
+def seven_png(size: tuple[int, int] = (200, 300), *, fmt: str = "PNG") -> bytes:
+    """A '7' drawn dark on light paper, encoded as ``fmt``."""
+    width, height = size
+    img = Image.new("RGB", size, "white")
+    side = 0.6 * min(size)
+    x0, y0 = (width - 0.6 * side) / 2, (height - side) / 2
+    points = [(x0, y0), (x0 + 0.6 * side, y0), (x0 + 0.2 * side, y0 + side)]
+    ImageDraw.Draw(img).line(points, fill="black", width=max(1, int(0.12 * side)))
+    buffer = io.BytesIO()
+    img.save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def bomb_png() -> bytes:
+    """An 8000x8000 PNG (64 Mpx) of a few KB: within the body limit, over the pixel limit."""
+    buffer = io.BytesIO()
+    Image.new("1", (8000, 8000)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    model = build_model("deepconvnet", rng=np.random.default_rng(7))
+    path = tmp_path_factory.mktemp("model") / "model.npz"
+    save_model(path, model)
+    return path
+
+
+@pytest.fixture(scope="module")
+def classifier(model_path):
+    return DigitClassifier.from_path(model_path)
+
+
+@pytest.fixture(scope="module")
+def base_url(classifier):
+    app = create_app(classifier, max_body_bytes=BODY_LIMIT, max_pixels=40_000_000)
+    with running_server(app) as url:
+        yield url
+
+
+@pytest.fixture()
+def client(base_url):
+    with httpx.Client(base_url=base_url, timeout=10) as client:
+        yield client
+
+
+def mnist_like_pixels() -> np.ndarray:
+    digit = np.zeros((28, 28))
+    digit[6:22, 12:16] = 1.0  # a '1'
+    digit[6:9, 10:16] = 0.5
+    return digit
+
+
+# -- the API ------------------------------------------------------------------------------------
+def test_healthz_and_page(client):
+    health = client.get("/healthz")
+    assert health.status_code == 200
+    assert health.json()["status"] == "ok"
+    assert health.json()["parameters"] == 123_552
+    page = client.get("/")
+    assert page.status_code == 200
+    assert '<canvas id="pad"' in page.text and "/static/app.js" in page.text
+    script = client.get("/static/app.js")
+    assert script.status_code == 200 and "/api/predict" in script.text
+    assert "http://" not in page.text + script.text  # no external resources
+
+
+def test_predict_uploaded_image_matches_the_cli_preprocessing(client, classifier):
+    png = seven_png()
+    response = client.post("/api/predict", files={"file": ("seven.png", png, "image/png")})
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    digit = load_digit(png)
+    expected = classifier.probabilities(digit[None])[0]
+    assert answer["label"] == int(expected.argmax())
+    np.testing.assert_allclose(answer["probabilities"], expected, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(np.array(answer["input"]), digit, atol=5e-5)
+    assert sum(answer["probabilities"]) == pytest.approx(1.0)
+
+
+def test_predict_raw_pixels_are_used_as_given(client, classifier):
+    pixels = mnist_like_pixels()
+    response = client.post("/api/predict", json={"pixels": pixels.tolist()})
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    expected = classifier.probabilities(pixels[None].astype(np.float32))[0]
+    np.testing.assert_allclose(answer["probabilities"], expected, rtol=1e-9, atol=1e-12)
+    assert answer["label"] == int(expected.argmax())
+    np.testing.assert_array_equal(np.array(answer["input"]), pixels)
+
+
+def test_predict_raw_image_body(client, classifier):
+    png = seven_png((64, 64))
+    response = client.post("/api/predict", content=png, headers={"content-type": "image/png"})
+    assert response.status_code == 200
+    expected = classifier.probabilities(load_digit(png)[None])[0]
+    np.testing.assert_allclose(response.json()["probabilities"], expected, rtol=1e-9)
+
+
+def _post(client, kind):
+    if kind == "not-an-image":
+        return client.post("/api/predict", files={"file": ("x.png", b"hello, world", "image/png")})
+    if kind == "truncated-image":
+        return client.post("/api/predict", files={"file": ("x.png", seven_png()[:300])})
+    if kind == "blank-image":
+        white = io.BytesIO()
+        Image.new("L", (50, 50), 255).save(white, format="PNG")
+        return client.post("/api/predict", files={"file": ("x.png", white.getvalue())})
+    if kind == "no-file":
+        return client.post("/api/predict", files={"note": (None, "hello")})
+    if kind == "wrong-shape":
+        return client.post("/api/predict", json={"pixels": np.zeros((28, 27)).tolist()})
+    if kind == "ragged":
+        return client.post("/api/predict", json={"pixels": [[0.0] * 28] * 27 + [[0.0]]})
+    if kind == "out-of-range":
+        pixels = mnist_like_pixels() * 255
+        return client.post("/api/predict", json={"pixels": pixels.tolist()})
+    if kind == "nan":
+        body = json.dumps({"pixels": [[0.0] * 28] * 27 + [[float("nan")] * 28]})
+        assert "NaN" in body
+        return client.post(
+            "/api/predict", content=body, headers={"content-type": "application/json"}
+        )
+    if kind == "not-json":
+        return client.post(
+            "/api/predict", content=b"{pixels", headers={"content-type": "application/json"}
+        )
+    if kind == "no-pixels":
+        return client.post("/api/predict", json={"image": []})
+    if kind == "unsupported-type":
+        return client.post("/api/predict", content=b"7", headers={"content-type": "text/plain"})
+    if kind == "too-large":
+        return client.post("/api/predict", files={"file": ("big.png", b"\0" * (BODY_LIMIT + 1))})
+    if kind == "too-large-streamed":  # no Content-Length: counted as it arrives
+        chunks = (b"\0" * 16384 for _ in range(BODY_LIMIT // 16384 + 2))
+        return client.post("/api/predict", content=chunks, headers={"content-type": "image/png"})
+    if kind == "decompression-bomb":
+        return client.post("/api/predict", files={"file": ("bomb.png", bomb_png(), "image/png")})
+    if kind == "unknown-route":
+        return client.get("/nope")
+    raise AssertionError(kind)
+
+
+@pytest.mark.parametrize(
+    ("kind", "status", "words"),
+    [
+        ("not-an-image", 400, "not an image"),
+        ("truncated-image", 400, "truncated or corrupt"),
+        ("blank-image", 400, "no digit found"),
+        ("no-file", 400, "no file"),
+        ("wrong-shape", 400, "expected shape 28x28, got 28x27"),
+        ("ragged", 400, "expected"),
+        ("out-of-range", 400, "must be in [0, 1]"),
+        ("nan", 400, "finite"),
+        ("not-json", 400, "not valid JSON"),
+        ("no-pixels", 400, '{"pixels"'),
+        ("unsupported-type", 415, "unsupported content type"),
+        ("too-large", 413, "body too large"),
+        ("too-large-streamed", 413, "body too large"),
+        ("decompression-bomb", 413, "image too large (8000x8000"),
+        ("unknown-route", 404, "Not Found"),
+    ],
+)
+def test_bad_requests_get_a_json_4xx(client, kind, status, words):
+    response = _post(client, kind)
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/json"
+    error = response.json()["error"]
+    assert words in error
+    assert "\n" not in error
+
+
+def test_server_still_answers_after_bad_requests(client):
+    """Refusing a body early must not wedge the server (the next request is served)."""
+    assert _post(client, "too-large").status_code == 413
+    assert client.get("/healthz").status_code == 200
+
+
+# -- the predict command ------------------------------------------------------------------------
+@pytest.fixture()
+def images(tmp_path):
+    paths = []
+    for name, size, fmt in [("a.png", (200, 300), "PNG"), ("b.jpg", (90, 60), "JPEG")]:
+        path = tmp_path / name
+        path.write_bytes(seven_png(size, fmt=fmt))
+        paths.append(path)
+    return paths
+
+
+def test_predict_json(model_path, classifier, images, capsys):
+    assert main(["predict", str(model_path), *map(str, images), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [row["file"] for row in out] == [str(p) for p in images]
+    batch = classifier.probabilities(np.stack([load_digit(p) for p in images]))
+    for row, expected in zip(out, batch, strict=True):
+        assert set(row) == {"file", "label", "probabilities"}
+        np.testing.assert_allclose(row["probabilities"], expected, rtol=1e-12)
+        assert row["label"] == int(expected.argmax())
+
+
+def test_predict_top_k_and_saved_inputs(model_path, classifier, images, tmp_path, capsys):
+    saved = tmp_path / "seen"
+    args = ["predict", str(model_path), *map(str, images), "--top", "4"]
+    assert main([*args, "--save-preprocessed", str(saved)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2
+    batch = classifier.probabilities(np.stack([load_digit(p) for p in images]))
+    for line, path, proba in zip(lines, images, batch, strict=True):
+        ranked = np.argsort(proba, kind="stable")[::-1][:4]
+        expected = "  ".join(f"{k} ({proba[k]:.3f})" for k in ranked)
+        assert line.split(maxsplit=1) == [str(path), expected]
+    written = sorted(p.name for p in saved.iterdir())
+    assert written == ["000-a.png", "001-b.png"]
+    seen = np.asarray(Image.open(saved / "000-a.png"))
+    np.testing.assert_array_equal(seen, np.rint(load_digit(images[0]) * 255).astype(np.uint8))
+
+
+@pytest.mark.parametrize(
+    ("target", "words"),
+    [("missing-model", "no such checkpoint"), ("non-image", "not an image")],
+)
+def test_predict_errors_are_one_line_exit_2(model_path, tmp_path, capsys, target, words):
+    text = tmp_path / "notes.txt"
+    text.write_text("not a digit\n")
+    model = str(tmp_path / "nope.npz") if target == "missing-model" else str(model_path)
+    assert main(["predict", model, str(text)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("deepconvnet: error:")
+    assert words in err
