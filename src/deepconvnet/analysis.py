@@ -56,3 +56,72 @@ def format_confusion(confusion: list[list[int]], class_names: list[str] | tuple[
         acc = f"{row[i] / total:9.4f}" if total else "        -"
         lines.append(short[i].ljust(12) + "".join(str(v).rjust(width) for v in row) + " " + acc)
     return "\n".join(lines)
+
+
+def misclassified(probabilities: np.ndarray, labels: np.ndarray) -> list[dict[str, Any]]:
+    """Every image whose prediction differs from its label, most confident mistake first.
+
+    ``probabilities`` is ``(N, K)`` (softmax output), ``labels`` ``(N,)``. Each record is
+    ``{"index", "label", "predicted", "probability"}`` where ``probability`` is the one the model
+    gave its (wrong) prediction. Ties keep index order, so the list is deterministic.
+    """
+    probabilities = np.asarray(probabilities)
+    labels = np.asarray(labels)
+    if probabilities.ndim != 2 or probabilities.shape[0] != labels.shape[0] or labels.ndim != 1:
+        raise ValueError(f"{probabilities.shape} probabilities for {labels.shape} labels")
+    predicted = probabilities.argmax(axis=1)
+    wrong = np.flatnonzero(predicted != labels)
+    confidence = probabilities[wrong, predicted[wrong]]
+    order = wrong[np.argsort(-confidence, kind="stable")]
+    return [
+        {
+            "index": int(i),
+            "label": int(labels[i]),
+            "predicted": int(predicted[i]),
+            "probability": float(probabilities[i, predicted[i]]),
+        }
+        for i in order
+    ]
+
+
+def feature_maps(model, image: np.ndarray) -> list[tuple[str, np.ndarray]]:
+    """What one image looks like after every convolution (with its ReLU) and every pooling.
+
+    ``image`` is ``(C, H, W)`` float. Returns ``[(label, maps (C', H', W')), ...]`` in layer
+    order, e.g. ``("0.Conv 3x3 + ReLU  16x28x28", ...)``. Runs on a float64 reference-backend
+    copy so the caller's model (and its backend) is left as it was.
+    """
+    from deepconvnet.layers import Convolution, MaxPooling, ReLU
+
+    probe = model.copy(dtype=np.float64)
+    probe.set_backend("reference")
+    x = np.asarray(image, dtype=np.float64)[None]
+    stages: list[tuple[str, np.ndarray]] = []
+    body = probe.body
+    for i, layer in enumerate(body):
+        x = layer.forward(x, train=False)
+        if isinstance(layer, Convolution):
+            following_relu = i + 1 < len(body) and isinstance(body[i + 1], ReLU)
+            if following_relu:
+                continue  # shown after its ReLU
+            kh, kw = layer.kernel_size
+            stages.append((f"{i}.Conv {kh}x{kw}", x[0].copy()))
+        elif isinstance(layer, ReLU) and i > 0 and isinstance(body[i - 1], Convolution):
+            kh, kw = body[i - 1].kernel_size
+            stages.append((f"{i - 1}.Conv {kh}x{kw} + ReLU", x[0].copy()))
+        elif isinstance(layer, MaxPooling):
+            stages.append((f"{i}.MaxPool {layer.pool_h}x{layer.pool_w}", x[0].copy()))
+        if x.ndim != 4:
+            break
+    return [(f"{label}\n{'x'.join(map(str, maps.shape))}", maps) for label, maps in stages]
+
+
+def first_conv_weights(model) -> np.ndarray:
+    """The first convolution's weights ``(F, C, kh, kw)``; a DeepConvNetError if there is none."""
+    from deepconvnet.errors import DeepConvNetError
+    from deepconvnet.layers import Convolution
+
+    for layer in model.layers:
+        if isinstance(layer, Convolution):
+            return np.asarray(layer.params["W"])
+    raise DeepConvNetError(f"model {model.name!r} has no convolution layer")

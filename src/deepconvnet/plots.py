@@ -112,3 +112,155 @@ def augmentation_grid(
     fig.suptitle(title or "Augmented training images", fontsize=10)
     fig.tight_layout()
     return save_figure(fig, path)
+
+
+def depth_experiment_plot(cells: list[dict], path: str | os.PathLike, title: str = "") -> Path:
+    """Test accuracy (left) and training time (right) against training-set size, log x axis.
+
+    ``cells`` are the depth experiment's records: ``model``, ``train_size``, ``test_accuracy``,
+    ``train_seconds`` (and ``epochs``, shown under each size).
+    """
+    models = list(dict.fromkeys(c["model"] for c in cells))
+    sizes = sorted({c["train_size"] for c in cells})
+    epochs = {c["train_size"]: c.get("epochs") for c in cells}
+    fig, (ax_acc, ax_time) = plt.subplots(1, 2, figsize=(11, 4.5))
+    for model, marker in zip(models, "osD^v", strict=False):
+        mine = sorted((c for c in cells if c["model"] == model), key=lambda c: c["train_size"])
+        x = [c["train_size"] for c in mine]
+        ax_acc.plot(x, [c["test_accuracy"] for c in mine], marker + "-", label=model)
+        ax_time.plot(x, [c["train_seconds"] for c in mine], marker + "-", label=model)
+    labels = [f"{n:,}\n({epochs[n]} ep)" if epochs[n] else f"{n:,}" for n in sizes]
+    for ax in (ax_acc, ax_time):
+        ax.set_xscale("log")
+        ax.set_xticks(sizes, labels)
+        ax.minorticks_off()
+        ax.grid(alpha=0.3)
+        ax.legend()
+        ax.set_xlabel("training images (epochs)")
+    ax_acc.set(title="Test accuracy (10,000 images)", ylabel="accuracy")
+    ax_time.set(title="Training time", ylabel="seconds")
+    fig.suptitle(
+        title or "Stacked 3x3 convolutions vs single large filters (equal receptive field)"
+    )
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def misclassified_grid(
+    images,
+    records: list[dict],
+    path: str | os.PathLike,
+    class_names=None,
+    title: str = "",
+    columns: int = 5,
+) -> Path:
+    """Figure 8-2 in spirit: misclassified digits, each captioned "true -> predicted (p)".
+
+    ``images`` are ``(n, H, W)`` in [0, 1] matching ``records`` (``index``, ``label``,
+    ``predicted``, ``probability``), already in display order.
+    """
+    import numpy as np
+
+    images = np.asarray(images)
+    names = list(class_names) if class_names is not None else None
+
+    def name(i: int) -> str:
+        return names[i] if names else str(i)
+
+    n = len(records)
+    columns = max(1, min(columns, n))
+    rows = max(1, -(-n // columns))
+    fig, axes = plt.subplots(
+        rows, columns, figsize=(1.9 * columns, 2.15 * rows + 0.6), squeeze=False
+    )
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, image, r in zip(axes.flat, images, records, strict=False):
+        ax.imshow(image, cmap="gray_r", vmin=0.0, vmax=1.0, interpolation="nearest")
+        ax.set_title(
+            f"#{r['index']}\ntrue {name(r['label'])} -> {name(r['predicted'])}\n"
+            f"p = {r['probability']:.2f}",
+            fontsize=9,
+        )
+    if n == 0:
+        axes[0, 0].text(0.5, 0.5, "no misclassified images", ha="center", va="center")
+    fig.suptitle(title or "Misclassified test images (most confident mistakes first)", fontsize=11)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def filters_grid(weights, path: str | os.PathLike, title: str = "", columns: int = 8) -> Path:
+    """A conv layer's filters ``(F, C, kh, kw)`` (input channel 0), one shared diverging scale."""
+    import numpy as np
+
+    weights = np.asarray(weights, dtype=np.float64)[:, 0]
+    n = len(weights)
+    columns = max(1, min(columns, n))
+    rows = -(-n // columns)
+    limit = float(np.abs(weights).max()) or 1.0
+    fig, axes = plt.subplots(
+        rows, columns, figsize=(1.2 * columns + 1.0, 1.35 * rows + 0.7), squeeze=False
+    )
+    image = None
+    for i, ax in enumerate(axes.flat):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if i >= n:
+            ax.axis("off")
+            continue
+        image = ax.imshow(
+            weights[i], cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest"
+        )
+        ax.set_title(f"filter {i}", fontsize=8)
+    fig.suptitle(title or f"First convolution layer: {n} filters", fontsize=11)
+    fig.tight_layout()
+    if image is not None:
+        fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8, label="weight")
+    return save_figure(fig, path)
+
+
+def feature_maps_grid(
+    image,
+    stages: list[tuple[str, object]],
+    path: str | os.PathLike,
+    title: str = "",
+    channels: int = 8,
+) -> Path:
+    """One digit through the network: the input, then one row per stage with its first channels.
+
+    ``stages`` is ``[(label, maps (C, H, W)), ...]``; each map is scaled to its own range so the
+    pattern, not the magnitude, is what shows.
+    """
+    import numpy as np
+
+    shown = max(1, min(channels, max((len(m) for _, m in stages), default=1)))
+    rows = len(stages) + 1
+    fig, axes = plt.subplots(
+        rows, shown + 1, figsize=(1.25 * (shown + 1) + 1.6, 1.3 * rows + 0.6), squeeze=False
+    )
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+        for spine in ax.spines.values():
+            spine.set_visible(False)
+    axes[0, 0].imshow(np.asarray(image), cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
+    axes[0, 0].set_ylabel("input", fontsize=8, rotation=0, ha="right", va="center")
+    for ax in axes[0, 1:]:
+        ax.axis("off")
+    for row, (label, maps) in enumerate(stages, start=1):
+        maps = np.asarray(maps)
+        axes[row, 0].axis("off")
+        axes[row, 0].text(
+            1.0, 0.5, label, ha="right", va="center", fontsize=8, transform=axes[row, 0].transAxes
+        )
+        for c in range(shown):
+            ax = axes[row, c + 1]
+            if c >= len(maps):
+                ax.axis("off")
+                continue
+            ax.imshow(maps[c], cmap="viridis", interpolation="nearest")
+            if row == 1:
+                ax.set_title(f"channel {c}", fontsize=8)
+    fig.suptitle(title or "Feature maps of one digit, layer by layer", fontsize=11)
+    fig.tight_layout()
+    return save_figure(fig, path)

@@ -1,0 +1,380 @@
+"""The depth experiment: stacked 3x3 convolutions against single large filters of equal reach.
+
+Section 8.2.1 of the book argues for depth with arithmetic: two stacked 3x3 convolutions see a 5x5
+patch with 18 weights per channel pair instead of 25, three see 7x7 with 27 instead of 49, and
+every extra layer adds a ReLU. This module puts the argument to a test on MNIST.
+
+The pair of networks (:data:`DEPTH_MODELS`) differs only in how each stage reaches its receptive
+field:
+
+``depth-stack3x3``  conv3-conv3 (RF 5), pool, conv3-conv3-conv3 (RF 18), pool (RF 20)
+``depth-large``     conv5       (RF 5), pool, conv7             (RF 18), pool (RF 20)
+
+Both have the same channel widths, the same two pooling stages, the same dense head as
+DeepConvNet (affine 50, ReLU, dropout, affine 10, dropout), and are trained by the same Trainer
+with the same optimizer, seed and epochs. :func:`assert_matching_receptive_fields` proves the
+receptive fields equal at every pooling stage with :func:`~deepconvnet.models.layer_summary`.
+Importing this module registers both networks in :data:`~deepconvnet.models.MODELS`, so
+``deepconvnet train --model depth-large`` works once the module is loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from deepconvnet.errors import DeepConvNetError
+from deepconvnet.layers import (
+    Affine,
+    Convolution,
+    Dropout,
+    Layer,
+    MaxPooling,
+    ReLU,
+    SoftmaxWithLoss,
+)
+from deepconvnet.models import MODELS, Sequential, default_backend, layer_summary
+
+DEPTH_WIDTHS = (16, 32)
+# Kernel sizes of each stage's convolutions; both stages end in a 2x2 max-pool.
+DEPTH_STAGES: dict[str, tuple[tuple[int, ...], ...]] = {
+    "depth-stack3x3": ((3, 3), (3, 3, 3)),
+    "depth-large": ((5,), (7,)),
+}
+DEPTH_MODELS = tuple(DEPTH_STAGES)
+DEFAULT_SIZES = (1000, 5000, 60000)
+QUICK_SIZES = (500, 2000)
+QUICK_EPOCHS = 3
+# Default epochs per training-set size: about 60,000 images seen, at least 4 and at most 30
+# epochs (1000 -> 30, 5000 -> 12, 60000 -> 4), so small sets get enough optimizer steps.
+IMAGES_PER_CELL = 60_000
+MIN_EPOCHS, MAX_EPOCHS = 4, 30
+
+
+def depth_layers(
+    stages: Sequence[Sequence[int]],
+    widths: Sequence[int] = DEPTH_WIDTHS,
+    input_shape: tuple[int, ...] = (1, 28, 28),
+    hidden_size: int = 50,
+    output_size: int = 10,
+    dropout_ratio: float = 0.5,
+    dropout_mode: str = "book",
+    weight_init: str = "he",
+) -> list[Layer]:
+    """Conv stages ('same' padding, ReLU after each conv, 2x2 max-pool after each stage) + head."""
+    if len(stages) != len(widths):
+        raise DeepConvNetError(f"{len(stages)} stages but {len(widths)} widths")
+    layers: list[Layer] = []
+    channels = input_shape[0]
+    for kernels, width in zip(stages, widths, strict=True):
+        for k in kernels:
+            if k % 2 != 1:
+                raise DeepConvNetError(f"kernel size {k} is even; 'same' padding needs odd sizes")
+            layers += [Convolution(channels, width, k, 1, k // 2, weight_init), ReLU()]
+            channels = width
+        layers.append(MaxPooling(2, 2, 2))
+    shape = input_shape
+    for layer in layers:
+        shape = layer.output_shape(shape)
+    layers += [
+        Affine(int(np.prod(shape)), hidden_size, weight_init),
+        ReLU(),
+        Dropout(dropout_ratio, dropout_mode),
+        Affine(hidden_size, output_size, weight_init),
+        Dropout(dropout_ratio, dropout_mode),
+        SoftmaxWithLoss(),
+    ]
+    return layers
+
+
+def _depth_factory(name: str) -> Callable[..., Sequential]:
+    def build(
+        *,
+        rng: np.random.Generator | None = None,
+        dtype: np.dtype | type = np.float32,
+        input_shape: tuple[int, ...] = (1, 28, 28),
+        backend: str | None = None,
+        **kwargs: Any,
+    ) -> Sequential:
+        layers = depth_layers(DEPTH_STAGES[name], input_shape=input_shape, **kwargs)
+        model = Sequential(layers, input_shape=input_shape, rng=rng, name=name, dtype=dtype)
+        model.initialize()
+        model.set_backend(backend or default_backend())
+        return model
+
+    build.__doc__ = f"The {name} network of the depth experiment ({DEPTH_STAGES[name]})."
+    return build
+
+
+for _name in DEPTH_MODELS:
+    MODELS.setdefault(_name, _depth_factory(_name))
+
+
+def build_depth_model(name: str, **kwargs: Any) -> Sequential:
+    """One of :data:`DEPTH_MODELS`, built with the registry's factory."""
+    if name not in DEPTH_STAGES:
+        raise DeepConvNetError(f"unknown depth model {name!r}; expected one of {DEPTH_MODELS}")
+    return MODELS[name](**kwargs)
+
+
+def stage_receptive_fields(model: Sequential) -> list[int]:
+    """The receptive field at the output of every pooling layer (the end of each stage)."""
+    rows = layer_summary(model)
+    return [
+        row["receptive_field"]
+        for row, layer in zip(rows, model.body, strict=True)
+        if isinstance(layer, MaxPooling)
+    ]
+
+
+def assert_matching_receptive_fields(models: Sequence[Sequential]) -> list[int]:
+    """Raise unless every model has the same receptive field at the end of every stage."""
+    fields_ = [stage_receptive_fields(m) for m in models]
+    if any(f != fields_[0] for f in fields_):
+        detail = ", ".join(f"{m.name} {f}" for m, f in zip(models, fields_, strict=True))
+        raise DeepConvNetError(f"receptive fields differ: {detail}")
+    return fields_[0]
+
+
+def default_epochs(size: int) -> int:
+    """Epochs for a training-set size when none are given (see :data:`IMAGES_PER_CELL`)."""
+    return max(MIN_EPOCHS, min(MAX_EPOCHS, round(IMAGES_PER_CELL / size)))
+
+
+def epochs_for_sizes(sizes: Sequence[int], epochs: Sequence[int] | None) -> list[int]:
+    """One epoch count per size: given one (for all), one per size, or the default rule."""
+    if not epochs:
+        return [default_epochs(n) for n in sizes]
+    if len(epochs) == 1:
+        return [epochs[0]] * len(sizes)
+    if len(epochs) != len(sizes):
+        raise DeepConvNetError(
+            f"--epochs gives {len(epochs)} values for {len(sizes)} sizes (give 1 or 1 per size)"
+        )
+    return list(epochs)
+
+
+@dataclass
+class DepthConfig:
+    """What the depth experiment runs; everything not listed is the Trainer's default recipe."""
+
+    sizes: tuple[int, ...] = DEFAULT_SIZES
+    epochs: tuple[int, ...] = ()
+    models: tuple[str, ...] = DEPTH_MODELS
+    seed: int = 0
+    threads: int | None = None
+    dataset: str = "mnist"
+    data_dir: str | None = None
+    backend: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def run_depth_experiment(
+    config: DepthConfig,
+    out_dir: str | os.PathLike,
+    *,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Train every (model, size) cell with :func:`deepconvnet.train.train` and tabulate it.
+
+    Each cell gets a fresh run directory ``out_dir/runs/<model>-n<size>``. Writes
+    ``depth_experiment.json``, ``depth_experiment.md`` and ``depth_experiment.png`` into
+    ``out_dir`` (after every cell, so an interrupted experiment keeps what it finished) and
+    returns the JSON record.
+    """
+    from deepconvnet.train import TrainConfig, train
+
+    log = log or (lambda message: None)
+    out_dir = Path(out_dir)
+    epochs = epochs_for_sizes(config.sizes, config.epochs)
+    models = [build_depth_model(name, backend="reference") for name in config.models]
+    stage_rfs = assert_matching_receptive_fields(models)
+    record: dict[str, Any] = {
+        "experiment": "depth",
+        "models": {m.name: _describe(m) for m in models},
+        "stage_receptive_fields": stage_rfs,
+        "sizes": list(config.sizes),
+        "epochs": epochs,
+        "seed": config.seed,
+        "threads": config.threads,
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
+        "cells": [],
+        **config.extra,
+    }
+    started = time.perf_counter()
+    for size, n_epochs in zip(config.sizes, epochs, strict=True):
+        for name in config.models:
+            run_dir = out_dir / "runs" / f"{name}-n{size}"
+            log(f"depth: {name} on {size} images, {n_epochs} epochs -> {run_dir}")
+            result = train(
+                TrainConfig(
+                    model=name,
+                    dataset=config.dataset,
+                    data_dir=config.data_dir,
+                    epochs=n_epochs,
+                    seed=config.seed,
+                    train_limit=size,
+                    threads=config.threads,
+                    backend=config.backend,
+                ),
+                run_dir,
+                log=log,
+                progress=False,
+            )
+            record["cells"].append(
+                {
+                    "model": name,
+                    "train_size": size,
+                    "epochs": n_epochs,
+                    "test_accuracy": result.test_accuracy,
+                    "test_correct": result.correct,
+                    "test_total": result.total,
+                    "train_seconds": result.wall_seconds,
+                    "final_train_loss": result.history[-1]["train_loss"],
+                    "run_dir": str(run_dir),
+                }
+            )
+            record["total_seconds"] = time.perf_counter() - started
+            write_depth_report(record, out_dir)
+    return record
+
+
+def _describe(model: Sequential) -> dict[str, Any]:
+    rows = layer_summary(model)
+    convs = [layer for layer in model.body if isinstance(layer, Convolution)]
+    return {
+        "params": sum(r["params"] for r in rows),
+        "conv_params": sum(int(sum(p.size for p in layer.params.values())) for layer in convs),
+        "macs": sum(r["macs"] for r in rows),
+        "conv_layers": len(convs),
+        "kernels": [layer.kernel_size[0] for layer in convs],
+        "stages": [list(s) for s in DEPTH_STAGES.get(model.name, ())],
+    }
+
+
+def write_depth_report(record: dict[str, Any], out_dir: str | os.PathLike) -> dict[str, Path]:
+    """Write the experiment's JSON, Markdown table and accuracy plot; return their paths."""
+    from deepconvnet.fileio import atomic_write_text
+    from deepconvnet.plots import depth_experiment_plot
+
+    out_dir = Path(out_dir)
+    paths = {
+        "json": atomic_write_text(
+            out_dir / "depth_experiment.json", json.dumps(record, indent=2) + "\n"
+        ),
+        "markdown": atomic_write_text(out_dir / "depth_experiment.md", depth_markdown(record)),
+    }
+    if record["cells"]:
+        paths["plot"] = depth_experiment_plot(record["cells"], out_dir / "depth_experiment.png")
+    return paths
+
+
+def depth_markdown(record: dict[str, Any]) -> str:
+    """The experiment as a Markdown page: the networks, the results table, notes."""
+    models = record["models"]
+    lines = [
+        "# Depth experiment: stacked 3x3 convolutions vs single large filters",
+        "",
+        "| network | convs (kernel sizes) | parameters | conv parameters | multiply-adds / image |",
+        "| --- | --- | ---: | ---: | ---: |",
+    ]
+    for name, m in models.items():
+        kernels = " / ".join("-".join(f"{k}x{k}" for k in stage) for stage in m["stages"])
+        lines.append(
+            f"| {name} | {m['conv_layers']} ({kernels}) | {m['params']:,} | "
+            f"{m['conv_params']:,} | {m['macs']:,} |"
+        )
+    lines += [
+        "",
+        "Receptive field at the end of each stage (after each 2x2 max-pool), computed by "
+        f"`layer_summary` and asserted equal: {record['stage_receptive_fields']}.",
+        "",
+        "| training images | epochs | network | test accuracy | test errors | train time (s) |",
+        "| ---: | ---: | --- | ---: | ---: | ---: |",
+    ]
+    for c in record["cells"]:
+        errors = c["test_total"] - c["test_correct"]
+        lines.append(
+            f"| {c['train_size']:,} | {c['epochs']} | {c['model']} | {c['test_accuracy']:.4f} | "
+            f"{errors} | {c['train_seconds']:.1f} |"
+        )
+    lines += ["", "Notes:", ""]
+    lines += [f"- {note}" for note in depth_notes(record)]
+    return "\n".join(lines) + "\n"
+
+
+def depth_notes(record: dict[str, Any]) -> list[str]:
+    """What a reader needs to weigh the table: recipe, machine, timing caveats, the outcome."""
+    total = record.get("total_seconds")
+    notes = [
+        "Same recipe for both networks: channel widths 16 then 32, two 2x2 max-pools, dense head "
+        "affine 50 - ReLU - dropout 0.5 - affine 10 - dropout 0.5 (the book's DeepConvNet head), "
+        "He init, Adam lr 0.001, batch 100, seed "
+        f"{record['seed']} (same data order for both), trained by the same Trainer as "
+        "`deepconvnet train`; test accuracy on the full 10,000-image test set, evaluated once.",
+        "Training sets are the first N images of the MNIST training set.",
+        f"Machine: {record['machine']['platform']}, {record['machine']['cpus']} CPU cores, "
+        f"threads {record['threads'] or 'all'}. The cores were shared with other jobs while "
+        "this ran, so the times are indicative only; compare the two networks within a row "
+        "group rather than across runs.",
+    ]
+    if total is not None:
+        notes.append(f"Whole experiment: {total / 60:.1f} minutes of wall time.")
+    if "command" in record:
+        notes.append(f"Command: `{record['command']}`.")
+    notes += _outcome_notes(record["cells"])
+    return notes
+
+
+def _outcome_notes(cells: list[dict[str, Any]]) -> list[str]:
+    """One sentence per training-set size saying which network won and by how many errors."""
+    notes = []
+    sizes = sorted({c["train_size"] for c in cells})
+    for size in sizes:
+        row = {c["model"]: c for c in cells if c["train_size"] == size}
+        if len(row) != 2:
+            continue
+        (a, ca), (b, cb) = sorted(row.items(), key=lambda kv: -kv[1]["test_accuracy"])
+        diff = cb["test_total"] - cb["test_correct"] - (ca["test_total"] - ca["test_correct"])
+        if diff == 0:
+            notes.append(f"{size:,} images: a tie ({ca['test_accuracy']:.4f}).")
+        else:
+            notes.append(
+                f"{size:,} images: {a} {ca['test_accuracy']:.4f} vs {b} {cb['test_accuracy']:.4f} "
+                f"({diff} fewer test errors for {a}; one seed, so differences of a few errors "
+                "are within seed-to-seed noise)."
+            )
+    return notes
+
+
+def parse_sizes(text: str) -> tuple[int, ...]:
+    """``"1000,5000,60000"`` -> (1000, 5000, 60000); positive integers, one-line errors."""
+    values = _parse_ints(text, "--sizes")
+    if len(set(values)) != len(values):
+        raise DeepConvNetError(f"--sizes has repeated values: {text!r}")
+    return tuple(values)
+
+
+def parse_epochs(text: str) -> tuple[int, ...]:
+    """``"3"`` or ``"30,10,2"``; positive integers."""
+    return tuple(_parse_ints(text, "--epochs"))
+
+
+def _parse_ints(text: str, option: str) -> list[int]:
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise DeepConvNetError(
+            f"{option}: expected comma-separated integers, got {text!r}"
+        ) from None
+    if not values or any(v < 1 for v in values):
+        raise DeepConvNetError(f"{option}: expected positive integers, got {text!r}")
+    return values
