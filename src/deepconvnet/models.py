@@ -329,8 +329,43 @@ def _with_batchnorm(layers: list[Layer]) -> list[Layer]:
     return out
 
 
+def deepconvnet_bn(
+    *,
+    rng: np.random.Generator | None = None,
+    dtype: np.dtype | type = np.float32,
+    input_shape: tuple[int, ...] = (1, 28, 28),
+    backend: str | None = None,
+    hidden_size: int = 128,
+    dropout_ratio: float = 0.3,
+    **kwargs: Any,
+) -> Sequential:
+    """``"deepconvnet-bn"``: figure 8-1 with BatchNorm, for the ensemble accuracy targets.
+
+    The same blocks and widths as the book's net (six 3x3 convs 16-16-32-32-64-64, ReLU, three 2x2
+    max-pools), with three changes that make it train faster and generalise better under
+    augmentation: BatchNormalization after every conv and after the hidden affine; a hidden layer of
+    128 units instead of 50; inverted dropout 0.3 after the hidden layer only (the book also drops
+    30-50% of the ten class scores, which fights BatchNorm's scale). 204,986 parameters (the book's
+    net has 123,552), and about 1.3x its time per epoch on the fast kernels. Figure 8-1's network
+    stays the default model.
+    """
+    layers = deepconvnet_layers(
+        input_shape=input_shape,
+        hidden_size=hidden_size,
+        dropout_ratio=dropout_ratio,
+        dropout_mode=kwargs.pop("dropout_mode", "inverted"),
+        **kwargs,
+    )
+    layers = _with_batchnorm(layers)
+    del layers[-2]  # the dropout over the class scores (just before SoftmaxWithLoss)
+    model = Sequential(layers, input_shape=input_shape, rng=rng, name="deepconvnet-bn", dtype=dtype)
+    model.initialize()
+    model.set_backend(backend or default_backend())
+    return model
+
+
 ModelFactory = Callable[..., Sequential]
-MODELS: dict[str, ModelFactory] = {"deepconvnet": deepconvnet}
+MODELS: dict[str, ModelFactory] = {"deepconvnet": deepconvnet, "deepconvnet-bn": deepconvnet_bn}
 
 
 def build_model(
