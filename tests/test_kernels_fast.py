@@ -238,3 +238,12 @@ def test_blocked_and_recomputed_paths_match_reference(monkeypatch):
         got, want, _ = conv_both(rng, *case, np.float64)
         for name, g, e in zip(("y", "dx", "dW", "db"), got, want, strict=True):
             assert rel_err(g, e) < 1e-12, (case, name)
+
+
+def test_empty_batch_gives_empty_outputs_and_zero_parameter_gradients():
+    W, b = np.ones((4, 8, 3, 3)), np.ones(4)
+    y, cache = fast.conv2d_forward(np.zeros((0, 6, 6, 8)), W, b, 1, 1)
+    assert y.shape == (0, 6, 6, 4)
+    dx, dW, db = fast.conv2d_backward(y, cache)
+    assert dx.shape == (0, 6, 6, 8)
+    assert not dW.any() and not db.any()

@@ -288,11 +288,12 @@ def conv2d_backward(dy: np.ndarray, cache: tuple) -> tuple[np.ndarray, np.ndarra
     else:
         wm = np.ascontiguousarray(W.transpose(2, 3, 1, 0)).reshape(kh * kw * c, f)
         fn = partial(_col_backward_chunk, dy, x, per_chunk, wm, kh, kw, stride, pad, dx)
-    parts = run_chunks(fn, bounds)
-    dwf, db = parts[0]
-    for dwf_i, db_i in parts[1:]:
-        dwf = dwf + dwf_i
-        db = db + db_i
+    parts = [part for part in run_chunks(fn, bounds) if part[0] is not None]  # empty batch: none
+    dwf = np.zeros((kh, kw * c, f) if kind == "grid" else (kh * kw * c, f), dtype=W.dtype)
+    db = np.zeros(f, dtype=W.dtype)
+    for dwf_i, db_i in parts:  # fixed order: bit-identical for a given thread count
+        dwf += dwf_i
+        db += db_i
     dW = np.ascontiguousarray(dwf.reshape(kh, kw, c, f).transpose(3, 2, 0, 1))
     return dx, dW, db
 
