@@ -171,7 +171,7 @@ def misclassified_grid(
     columns = max(1, min(columns, n))
     rows = max(1, -(-n // columns))
     fig, axes = plt.subplots(
-        rows, columns, figsize=(1.9 * columns, 2.15 * rows + 0.6), squeeze=False
+        rows, columns, figsize=(1.9 * columns, 2.5 * rows + 0.6), squeeze=False
     )
     for ax in axes.flat:
         ax.axis("off")
@@ -185,7 +185,7 @@ def misclassified_grid(
     if n == 0:
         axes[0, 0].text(0.5, 0.5, "no misclassified images", ha="center", va="center")
     fig.suptitle(title or "Misclassified test images (most confident mistakes first)", fontsize=11)
-    fig.tight_layout()
+    fig.tight_layout(h_pad=1.2)
     return save_figure(fig, path)
 
 
@@ -261,6 +261,10 @@ def feature_maps_grid(
             ax.imshow(maps[c], cmap="viridis", interpolation="nearest")
             if row == 1:
                 ax.set_title(f"channel {c}", fontsize=8)
-    fig.suptitle(title or "Feature maps of one digit, layer by layer", fontsize=11)
+    fig.suptitle(
+        (title or "Feature maps of one digit, layer by layer")
+        + f"\nfirst {shown} channels of each stage; each map scaled to its own range",
+        fontsize=11,
+    )
     fig.tight_layout()
     return save_figure(fig, path)

@@ -81,8 +81,8 @@ def run_misclassified(args: argparse.Namespace) -> int:
         out,
         class_names=dataset.class_names if args.dataset != "mnist" else None,
         title=(
-            f"Misclassified {dataset.name} test images: {len(mistakes)} of {total:,} "
-            f"(showing the {len(shown)} most confident)"
+            f"Misclassified {dataset.name} test images: {len(mistakes):,} of {total:,}\n"
+            f"(the {len(shown)} most confident mistakes)"
         ),
     )
     if args.json:

@@ -1,0 +1,324 @@
+"""Seeing inside: receptive fields, misclassified lists, figures, the depth experiment, the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from fixtures_data import tiny  # noqa: F401  (pytest fixture)
+from PIL import Image
+
+from deepconvnet.analysis import feature_maps, first_conv_weights, misclassified
+from deepconvnet.checkpoint import load_model, save_model
+from deepconvnet.cli import main
+from deepconvnet.errors import DeepConvNetError
+from deepconvnet.experiments import (
+    DEPTH_MODELS,
+    DepthConfig,
+    assert_matching_receptive_fields,
+    build_depth_model,
+    default_epochs,
+    epochs_for_sizes,
+    parse_sizes,
+    run_depth_experiment,
+    stage_receptive_fields,
+)
+from deepconvnet.layers import Affine, Convolution, MaxPooling, ReLU, SoftmaxWithLoss
+from deepconvnet.models import MODELS, Sequential, layer_summary
+from deepconvnet.plots import (
+    depth_experiment_plot,
+    feature_maps_grid,
+    filters_grid,
+    misclassified_grid,
+)
+
+
+def png_size(path) -> tuple[int, int]:
+    with Image.open(path) as image:
+        assert image.format == "PNG"
+        image.verify()
+    with Image.open(path) as image:
+        return image.size
+
+
+def tiny_model(seed: int = 0) -> Sequential:
+    """conv3 (4 filters) - ReLU - pool - affine 10: small enough to run 10,000 images in a blink."""
+    layers = [
+        Convolution(1, 4, 3, 1, 1),
+        ReLU(),
+        MaxPooling(2, 2, 2),
+        Affine(4 * 14 * 14, 10),
+        SoftmaxWithLoss(),
+    ]
+    return Sequential(layers, rng=np.random.default_rng(seed), name="tiny").initialize()
+
+
+# -- receptive fields and weights -------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("depth", "rf", "stacked", "single"), [(1, 3, 9, 9), (2, 5, 18, 25), (3, 7, 27, 49)]
+)
+def test_stacked_3x3_receptive_field_and_weights(depth, rf, stacked, single):
+    stack = Sequential([Convolution(1, 1, 3) for _ in range(depth)], input_shape=(1, 20, 20))
+    rows = layer_summary(stack)
+    assert [r["receptive_field"] for r in rows] == [3 + 2 * i for i in range(depth)]
+    assert rows[-1]["receptive_field"] == rf
+    assert sum(r["params"] - 1 for r in rows) == stacked  # minus each layer's bias
+    one = Sequential([Convolution(1, 1, rf)], input_shape=(1, 20, 20))
+    assert layer_summary(one)[0]["receptive_field"] == rf
+    assert layer_summary(one)[0]["params"] - 1 == single
+
+
+def test_depth_pair_receptive_fields_match_at_every_stage():
+    stack, large = (build_depth_model(name, backend="reference") for name in DEPTH_MODELS)
+    assert stage_receptive_fields(stack) == stage_receptive_fields(large) == [6, 20]
+    assert assert_matching_receptive_fields([stack, large]) == [6, 20]
+    # the convolutions right before each pool reach the same field too: 5 and 18
+    for model in (stack, large):
+        rows = layer_summary(model)
+        before_pool = [
+            rows[i - 2]["receptive_field"]
+            for i, layer in enumerate(model.body)
+            if isinstance(layer, MaxPooling)
+        ]
+        assert before_pool == [5, 18]
+
+
+def test_depth_pair_differs_only_in_the_convolutions():
+    stack, large = (build_depth_model(name, backend="reference") for name in DEPTH_MODELS)
+    kernels = {
+        m.name: [layer.kernel_size[0] for layer in m.body if isinstance(layer, Convolution)]
+        for m in (stack, large)
+    }
+    assert kernels == {"depth-stack3x3": [3, 3, 3, 3, 3], "depth-large": [5, 7]}
+    conv_params = {
+        m.name: sum(
+            layer.params["W"].size + layer.params["b"].size
+            for layer in m.body
+            if isinstance(layer, Convolution)
+        )
+        for m in (stack, large)
+    }
+    # by hand: 1*16*9+16 + 16*16*9+16 + 16*32*9+32 + 2*(32*32*9+32)  vs  1*16*25+16 + 16*32*49+32
+    assert conv_params == {"depth-stack3x3": 25616, "depth-large": 25536}
+    head = [
+        [
+            (type(layer).__name__, layer.spec())
+            for layer in m.layers
+            if not isinstance(layer, (Convolution, ReLU, MaxPooling))
+        ]
+        for m in (stack, large)
+    ]
+    assert head[0] == head[1]
+    assert stack.output_shapes()[-1] == large.output_shapes()[-1] == (10,)
+
+
+def test_depth_models_are_registered_and_loadable(tmp_path):
+    for name in DEPTH_MODELS:
+        assert name in MODELS
+        model = MODELS[name](rng=np.random.default_rng(1), backend="reference")
+        save_model(tmp_path / f"{name}.npz", model)
+        loaded = load_model(tmp_path / f"{name}.npz")
+        x = np.random.default_rng(2).random((3, 1, 28, 28), dtype=np.float32)
+        np.testing.assert_array_equal(loaded.predict_proba(x), model.predict_proba(x))
+
+
+def test_epochs_rules():
+    assert [default_epochs(n) for n in (1000, 5000, 60000)] == [30, 12, 4]
+    assert epochs_for_sizes((10, 20), (3,)) == [3, 3]
+    assert epochs_for_sizes((10, 20), (3, 5)) == [3, 5]
+    with pytest.raises(DeepConvNetError, match="2 values for 3 sizes"):
+        epochs_for_sizes((1, 2, 3), (1, 2))
+    assert parse_sizes("1000,5000") == (1000, 5000)
+    for bad in ("10,x", "0,5", "5,5", ""):
+        with pytest.raises(DeepConvNetError, match="--sizes"):
+            parse_sizes(bad)
+
+
+# -- misclassified ------------------------------------------------------------------------------
+def test_misclassified_is_exactly_the_wrong_predictions_most_confident_first(tmp_path):
+    save_model(tmp_path / "model.npz", tiny_model())
+    model = load_model(tmp_path / "model.npz")
+    x = np.random.default_rng(3).random((40, 1, 28, 28), dtype=np.float32)
+    proba = model.predict_proba(x)
+    predicted = proba.argmax(axis=1)
+    labels = predicted.copy()
+    labels[::3] = (labels[::3] + 1) % 10  # every third image made wrong
+    mistakes = misclassified(proba, labels)
+    assert {r["index"] for r in mistakes} == set(np.flatnonzero(predicted != labels).tolist())
+    assert len(mistakes) == 14
+    for r in mistakes:
+        assert r["label"] == labels[r["index"]] != r["predicted"] == predicted[r["index"]]
+        assert r["probability"] == pytest.approx(float(proba[r["index"]].max()))
+    confidences = [r["probability"] for r in mistakes]
+    assert confidences == sorted(confidences, reverse=True)
+
+
+def test_misclassified_ties_keep_index_order_and_types_are_json():
+    proba = np.array([[0.2, 0.8], [0.8, 0.2], [0.2, 0.8], [0.9, 0.1]])
+    mistakes = misclassified(proba, np.array([0, 0, 0, 1]))
+    assert mistakes == [
+        {"index": 3, "label": 1, "predicted": 0, "probability": 0.9},
+        {"index": 0, "label": 0, "predicted": 1, "probability": 0.8},
+        {"index": 2, "label": 0, "predicted": 1, "probability": 0.8},
+    ]
+    json.dumps(mistakes)
+    assert misclassified(proba, np.array([1, 0, 1, 0])) == []
+    with pytest.raises(ValueError):
+        misclassified(proba, np.array([0, 1]))
+
+
+# -- feature maps and filters -----------------------------------------------------------------
+def test_feature_maps_follow_the_layers_and_leave_the_model_alone():
+    model = build_depth_model("depth-large", rng=np.random.default_rng(0), backend="fast")
+    image = np.random.default_rng(4).random((1, 28, 28))
+    before = model.predict_proba(image[None].astype(np.float32))
+    stages = feature_maps(model, image)
+    labels = [label.split("\n")[0] for label, _ in stages]
+    assert labels == ["0.Conv 5x5 + ReLU", "2.MaxPool 2x2", "3.Conv 7x7 + ReLU", "5.MaxPool 2x2"]
+    assert [m.shape for _, m in stages] == [(16, 28, 28), (16, 14, 14), (32, 14, 14), (32, 7, 7)]
+    assert stages[0][0].endswith("16x28x28")
+    # the first stage is relu(conv(image)) computed independently
+    conv = model.layers[0]
+    W, b = conv.params["W"].astype(np.float64), conv.params["b"].astype(np.float64)
+    padded = np.pad(image[0], 2)
+    expected = np.array(
+        [
+            [
+                [np.sum(padded[i : i + 5, j : j + 5] * W[f, 0]) + b[f] for j in range(28)]
+                for i in range(28)
+            ]
+            for f in range(16)
+        ]
+    )
+    np.testing.assert_allclose(stages[0][1], np.maximum(expected, 0), rtol=1e-5, atol=1e-5)
+    assert model.backend == "fast" and model.dtype == np.float32
+    np.testing.assert_array_equal(model.predict_proba(image[None].astype(np.float32)), before)
+    np.testing.assert_array_equal(first_conv_weights(model), conv.params["W"])
+
+
+def test_first_conv_weights_needs_a_convolution():
+    dense = Sequential([Affine(784, 10), SoftmaxWithLoss()], name="dense")
+    with pytest.raises(DeepConvNetError, match="no convolution"):
+        first_conv_weights(dense)
+
+
+# -- figures ----------------------------------------------------------------------------------
+def test_figures_are_pngs_of_sensible_size(tmp_path):
+    rng = np.random.default_rng(5)
+    records = [
+        {"index": i, "label": i % 10, "predicted": (i + 1) % 10, "probability": 0.5}
+        for i in range(12)
+    ]
+    w, h = png_size(misclassified_grid(rng.random((12, 28, 28)), records, tmp_path / "m.png"))
+    assert 800 <= w <= 1100 and 500 <= h <= 1000  # 5 columns x 3 rows
+    w, h = png_size(filters_grid(rng.normal(size=(16, 1, 3, 3)), tmp_path / "f.png"))
+    assert 800 <= w <= 1200 and 250 <= h <= 450  # 8 columns x 2 rows + colour bar
+    model = build_depth_model("depth-stack3x3", backend="reference")
+    image = rng.random((1, 28, 28))
+    w, h = png_size(feature_maps_grid(image[0], feature_maps(model, image), tmp_path / "fm.png"))
+    assert 900 <= w <= 1400 and 700 <= h <= 1100  # input + 7 stage rows, 9 columns
+    cells = [
+        {"model": m, "train_size": n, "epochs": 2, "test_accuracy": a, "train_seconds": 1.0}
+        for m, a in zip(DEPTH_MODELS, (0.9, 0.8), strict=True)
+        for n in (100, 1000)
+    ]
+    w, h = png_size(depth_experiment_plot(cells, tmp_path / "d.png"))
+    assert 900 <= w <= 1200 and 350 <= h <= 550
+    w, h = png_size(misclassified_grid(np.zeros((0, 28, 28)), [], tmp_path / "none.png"))
+    assert w > 100 and h > 100
+
+
+# -- the depth experiment, end to end on a tiny dataset -----------------------------------------
+def test_depth_experiment_runs_every_cell_through_the_trainer(tiny, tmp_path):  # noqa: F811
+    config = DepthConfig(
+        sizes=(6, 12), epochs=(1,), dataset="tiny", data_dir=str(tiny.idx_dir), threads=1
+    )
+    record = run_depth_experiment(config, tmp_path / "depth")
+    cells = record["cells"]
+    assert [(c["train_size"], c["model"]) for c in cells] == [
+        (6, "depth-stack3x3"),
+        (6, "depth-large"),
+        (12, "depth-stack3x3"),
+        (12, "depth-large"),
+    ]
+    for c in cells:
+        results = json.loads(
+            (
+                tmp_path / "depth" / "runs" / f"{c['model']}-n{c['train_size']}" / "results.json"
+            ).read_text()
+        )
+        assert c["test_accuracy"] == results["test_accuracy"]
+        assert c["test_total"] == 5 and c["epochs"] == 1
+        config_json = json.loads(
+            (
+                tmp_path / "depth" / "runs" / f"{c['model']}-n{c['train_size']}" / "config.json"
+            ).read_text()
+        )
+        assert config_json["n_train"] == c["train_size"]
+        assert config_json["config"]["model"] == c["model"]
+    saved = json.loads((tmp_path / "depth" / "depth_experiment.json").read_text())
+    assert saved["cells"] == cells
+    assert saved["stage_receptive_fields"] == [6, 20]
+    assert saved["models"]["depth-stack3x3"]["conv_params"] == 25616
+    markdown = (tmp_path / "depth" / "depth_experiment.md").read_text()
+    assert "| 12 | 1 | depth-large |" in markdown and "shared" in markdown
+    assert png_size(tmp_path / "depth" / "depth_experiment.png")[0] > 500
+
+
+# -- CLI --------------------------------------------------------------------------------------
+def test_missing_model_is_one_line_exit_2(tmp_path, capsys):
+    for argv in (
+        ["misclassified", str(tmp_path / "nope")],
+        ["visualize", str(tmp_path / "nope.npz"), "--out", str(tmp_path / "v")],
+    ):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "no such checkpoint" in err
+
+
+def test_experiment_depth_bad_epochs_exit_2(capsys):
+    assert main(["experiment", "depth", "--sizes", "10,20,30", "--epochs", "1,2"]) == 2
+    assert "2 values for 3 sizes" in capsys.readouterr().err
+
+
+@pytest.mark.mnist
+def test_cli_misclassified_and_visualize_on_mnist(tmp_path, capsys):
+    save_model(tmp_path / "run" / "model.npz", tiny_model(seed=7))
+    assert main(["misclassified", str(tmp_path / "run"), "--json", "--threads", "1"]) == 0
+    mistakes = json.loads(capsys.readouterr().out)
+    assert 5000 < len(mistakes) < 10000  # an untrained 10-way model is mostly wrong
+    assert all(set(r) == {"index", "label", "predicted", "probability"} for r in mistakes)
+    assert all(r["label"] != r["predicted"] for r in mistakes)
+    assert len({r["index"] for r in mistakes}) == len(mistakes)
+    probabilities = [r["probability"] for r in mistakes]
+    assert probabilities == sorted(probabilities, reverse=True)
+    w, h = png_size(tmp_path / "run" / "plots" / "misclassified.png")
+    assert 800 <= w <= 1100 and 800 <= h <= 1100  # 20 images: 5 x 4
+
+    out = tmp_path / "few.png"
+    assert (
+        main(
+            ["misclassified", str(tmp_path / "run" / "model.npz"), "--max", "3", "--out", str(out)]
+        )
+        == 0
+    )
+    assert "figure:" in capsys.readouterr().out
+    w, h = png_size(out)
+    assert 400 <= w <= 700 and 200 <= h <= 400  # 3 images in one row
+
+    assert (
+        main(["visualize", str(tmp_path / "run"), "--out", str(tmp_path / "vis"), "--index", "3"])
+        == 0
+    )
+    w, h = png_size(tmp_path / "vis" / "filters.png")
+    assert 450 <= w <= 1200 and 150 <= h <= 300  # 4 filters in one row
+    w, h = png_size(tmp_path / "vis" / "feature_maps.png")
+    assert 450 <= w <= 900 and 300 <= h <= 600  # input + conv + pool rows, 4 channels
+    assert (
+        main(
+            ["visualize", str(tmp_path / "run"), "--out", str(tmp_path / "v2"), "--index", "10000"]
+        )
+        == 2
+    )
+    assert "out of range" in capsys.readouterr().err
