@@ -1,0 +1,139 @@
+"""``deepconvnet ensemble train`` and ``deepconvnet ensemble evaluate``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from deepconvnet.cli.common import add_data_options, add_threads_option, positive_int
+from deepconvnet.cli.train import add_train_options, config_from_args
+
+EXIT_FAILED = 1
+EXIT_INTERRUPTED = 130
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "ensemble",
+        help="train N networks with different seeds and average their predictions",
+        description="Ensembles: members trained in parallel, softmax outputs averaged.",
+    )
+    commands = parser.add_subparsers(
+        dest="ensemble_command", metavar="COMMAND", parser_class=type(parser), required=True
+    )
+    _register_train(commands)
+    _register_evaluate(commands)
+
+
+def _register_train(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "train",
+        help="train the members (seeds seed, seed+1, ...) in parallel worker processes",
+        description=(
+            "Train N members into DIR/member-00, DIR/member-01, ... with seeds seed, seed+1, ...; "
+            "every other option is a train option shared by all members. --threads is the total "
+            "budget: W workers run at once with threads // W threads each. Ctrl-C stops every "
+            "member after its current step (each checkpoints); --resume DIR finishes the rest, "
+            "and deepconvnet train --resume DIR/member-XX carries on a single member."
+        ),
+    )
+    parser.add_argument("--members", type=positive_int, default=5, help="members (default: 5)")
+    parser.add_argument(
+        "--out", default=None, metavar="DIR", help="ensemble directory (required unless --resume)"
+    )
+    parser.add_argument(
+        "--workers",
+        type=positive_int,
+        default=None,
+        metavar="W",
+        help="members trained at once (default: min(members, threads))",
+    )
+    parser.add_argument(
+        "--resume", default=None, metavar="DIR", help="finish the unfinished members of DIR"
+    )
+    parser.add_argument(
+        "--ray-address",
+        default=None,
+        metavar="ADDR",
+        help="run members as Ray tasks on the cluster at ADDR ('local' starts a local Ray); "
+        "needs the 'ray' extra",
+    )
+    add_train_options(parser)
+    parser.set_defaults(func=run_ensemble_train)
+
+
+def run_ensemble_train(args: argparse.Namespace) -> int:
+    from deepconvnet.ensemble import load_plan, new_ensemble, plan_ensemble, train_ensemble
+    from deepconvnet.errors import DeepConvNetError
+
+    if args.resume:
+        plan = load_plan(args.resume, args.workers, args.threads)
+    else:
+        if not args.out:
+            raise DeepConvNetError("ensemble train needs --out DIR (or --resume DIR)")
+        config = config_from_args(args)
+        plan = new_ensemble(
+            plan_ensemble(config, args.out, args.members, args.workers, args.threads)
+        )
+    print(
+        f"ensemble of {plan.members} x {plan.config.model} in {plan.directory}: "
+        f"{plan.workers} worker(s) x {plan.member_threads} thread(s)",
+        file=sys.stderr,
+    )
+    results = train_ensemble(plan, ray_address=args.ray_address)
+    failed = [r for r in results if r.status == "failed"]
+    interrupted = [r for r in results if r.status == "interrupted"]
+    finished = [r for r in results if r.status == "finished"]
+    print(f"{len(finished)}/{len(results)} members finished in {plan.directory}")
+    for r in finished:
+        print(f"  {r.run_dir.name}  test accuracy {r.test_accuracy:.4f}")
+    for r in failed:
+        print(f"  {r.run_dir.name}  FAILED: {r.error}")
+    if failed:
+        return EXIT_FAILED
+    if interrupted:
+        print(f"interrupted; resume with: deepconvnet ensemble train --resume {plan.directory}")
+        return EXIT_INTERRUPTED
+    print(f"evaluate with: deepconvnet ensemble evaluate {plan.directory}")
+    return 0
+
+
+def _register_evaluate(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "evaluate",
+        help="accuracy of each member and of the ensemble (averaged probabilities, vote)",
+        description=(
+            "Average the members' softmax probabilities on the test set; also report the majority "
+            "vote (ties go to the class with the higher averaged probability)."
+        ),
+    )
+    parser.add_argument(
+        "paths",
+        nargs="+",
+        metavar="DIR|RUN",
+        help="an ensemble directory (all its members), run directories or model files",
+    )
+    add_data_options(parser)
+    add_threads_option(parser)
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.set_defaults(func=run_ensemble_evaluate)
+
+
+def run_ensemble_evaluate(args: argparse.Namespace) -> int:
+    from deepconvnet.data import load_dataset, to_float
+    from deepconvnet.ensemble import evaluate_ensemble
+    from deepconvnet.threads import set_threads
+
+    set_threads(args.threads)
+    dataset = load_dataset(args.dataset, args.data_dir)
+    report = evaluate_ensemble(args.paths, to_float(dataset.test_images), dataset.test_labels)
+    if args.json:
+        print(json.dumps({k: report[k] for k in ("members", "ensemble", "vote")}))
+        return 0
+    for path, accuracy in zip(report["paths"], report["members"], strict=True):
+        print(f"{accuracy:.4f}  {path}")
+    n = len(report["members"])
+    print(f"{report['ensemble']:.4f}  ensemble of {n} (averaged probabilities)")
+    print(f"{report['vote']:.4f}  ensemble of {n} (majority vote)")
+    return 0

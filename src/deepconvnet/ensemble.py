@@ -1,0 +1,579 @@
+"""Ensembles: N members trained with seeds seed, seed+1, ...; their softmax outputs averaged.
+
+An ensemble directory holds ``ensemble.json`` (the shared configuration, the member count and the
+thread budget), one ordinary run directory per member (``member-00``, ``member-01``, ...) and
+``logs/member-XX.log`` (each member's own output). Every member is a plain run: ``deepconvnet
+train --resume DIR/member-XX`` carries one on, ``deepconvnet evaluate`` evaluates one.
+
+Members train in parallel worker *processes* (``python -m deepconvnet.ensemble member DIR I``),
+never forked threads, each in its own session so that the driver alone decides when they stop:
+Ctrl-C (or SIGTERM) is forwarded once, each member checkpoints and exits 130, and ``ensemble train
+--resume DIR`` finishes whatever is unfinished. A Ray backend runs each member as a Ray task whose
+result is the run directory's files as bytes, written atomically into ``DIR/member-XX`` by the
+driver, so workers need not share a filesystem. Nothing crosses a process boundary as a pickle of
+ours: configurations travel as JSON, results as bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from deepconvnet.errors import DeepConvNetError
+from deepconvnet.fileio import atomic_write_bytes, atomic_write_json
+from deepconvnet.train import CHECKPOINT, CONFIG, RESULTS, TrainConfig
+
+MANIFEST = "ensemble.json"
+LOGS = "logs"
+MEMBER_PREFIX = "member-"
+EXIT_INTERRUPTED = 130
+
+Log = Callable[[str], None]
+
+
+# --------------------------------------------------------------------------------------------
+# Combining members' outputs
+
+
+def average_probabilities(probabilities: Sequence[np.ndarray]) -> np.ndarray:
+    """The members' softmax outputs (each (N, K)) averaged: the ensemble's probabilities."""
+    stacked = _stack(probabilities)
+    return stacked.mean(axis=0, dtype=np.float64)
+
+
+def majority_vote(probabilities: Sequence[np.ndarray]) -> np.ndarray:
+    """Each member votes for its argmax; the most-voted class wins (N,).
+
+    Ties between classes with equally many votes go to the one with the higher averaged
+    probability (then the lower index), so an even split is decided by the members' confidence.
+    """
+    stacked = _stack(probabilities)
+    n_members, n, k = stacked.shape
+    votes = np.zeros((n, k), dtype=np.int64)
+    np.add.at(votes, (np.arange(n)[None, :].repeat(n_members, 0), stacked.argmax(axis=2)), 1)
+    average = stacked.mean(axis=0, dtype=np.float64)
+    tied = votes == votes.max(axis=1, keepdims=True)
+    return np.where(tied, average, -np.inf).argmax(axis=1)
+
+
+def score_ensemble(probabilities: Sequence[np.ndarray], labels: np.ndarray) -> dict[str, Any]:
+    """``{"members": [accuracy...], "ensemble": averaged-probability accuracy, "vote": ...}``."""
+    labels = np.asarray(labels)
+    stacked = _stack(probabilities)
+    if stacked.shape[1] != len(labels):
+        raise DeepConvNetError(f"{stacked.shape[1]} predictions for {len(labels)} labels")
+
+    def accuracy(predicted: np.ndarray) -> float:
+        return float(np.mean(predicted == labels)) if len(labels) else 0.0
+
+    return {
+        "members": [accuracy(p.argmax(axis=1)) for p in stacked],
+        "ensemble": accuracy(average_probabilities(stacked).argmax(axis=1)),
+        "vote": accuracy(majority_vote(stacked)),
+    }
+
+
+def _stack(probabilities: Sequence[np.ndarray]) -> np.ndarray:
+    arrays = [np.asarray(p) for p in probabilities]
+    if not arrays:
+        raise DeepConvNetError("an ensemble needs at least one member")
+    shapes = {a.shape for a in arrays}
+    if len(shapes) != 1 or arrays[0].ndim != 2:
+        raise DeepConvNetError(f"members' probabilities differ in shape: {sorted(shapes)}")
+    return np.stack(arrays)
+
+
+# --------------------------------------------------------------------------------------------
+# Members on disk
+
+
+def member_dir(directory: str | Path, index: int) -> Path:
+    return Path(directory) / f"{MEMBER_PREFIX}{index:02d}"
+
+
+def member_model_paths(paths: Sequence[str | Path]) -> list[Path]:
+    """The ``model.npz`` of every member named by ``paths``.
+
+    Each path is an ensemble directory (all its ``member-XX``, which must be finished), a run
+    directory, or a model file.
+    """
+    from deepconvnet.checkpoint import resolve_model_path
+
+    models: list[Path] = []
+    for path in map(Path, paths):
+        members = sorted(path.glob(f"{MEMBER_PREFIX}[0-9]*")) if path.is_dir() else []
+        if not members:
+            models.append(resolve_model_path(path))
+            continue
+        for run_dir in members:
+            if not (run_dir / RESULTS).is_file():
+                raise DeepConvNetError(
+                    f"{run_dir} is unfinished (no {RESULTS}); finish it with "
+                    f"deepconvnet ensemble train --resume {path}"
+                )
+            models.append(resolve_model_path(run_dir))
+    if not models:
+        raise DeepConvNetError("no ensemble members given")
+    return models
+
+
+def member_probabilities(
+    model_paths: Sequence[Path], images: np.ndarray, batch_size: int = 1000
+) -> list[np.ndarray]:
+    """Each member's softmax probabilities on float NCHW ``images``, one model in memory at once."""
+    from deepconvnet.checkpoint import load_model
+
+    return [load_model(p).predict_proba(images, batch_size) for p in model_paths]
+
+
+def evaluate_ensemble(
+    paths: Sequence[str | Path], images: np.ndarray, labels: np.ndarray, batch_size: int = 1000
+) -> dict[str, Any]:
+    """:func:`score_ensemble` of the members named by ``paths`` on ``images`` / ``labels``,
+    plus ``"paths"`` (the model files used)."""
+    models = member_model_paths(paths)
+    report = score_ensemble(member_probabilities(models, images, batch_size), labels)
+    return {**report, "paths": [str(p) for p in models]}
+
+
+# --------------------------------------------------------------------------------------------
+# The plan: what to train, with how many workers and threads
+
+
+@dataclass
+class EnsemblePlan:
+    """An ensemble to train: the shared config, N members, W workers of ``member_threads`` each."""
+
+    directory: Path
+    config: TrainConfig
+    members: int
+    workers: int
+    member_threads: int
+
+    def member_config(self, index: int) -> TrainConfig:
+        """Member ``index``: the shared config with seed + index and its share of the threads."""
+        return replace(self.config, seed=self.config.seed + index, threads=self.member_threads)
+
+    def save(self) -> None:
+        atomic_write_json(
+            self.directory / MANIFEST,
+            {
+                "config": asdict(self.config),
+                "members": self.members,
+                "workers": self.workers,
+                "member_threads": self.member_threads,
+            },
+        )
+
+
+def plan_ensemble(
+    config: TrainConfig,
+    directory: str | Path,
+    members: int,
+    workers: int | None = None,
+    threads: int | None = None,
+) -> EnsemblePlan:
+    """Share ``threads`` (default: all cores) among ``workers`` (default: min(members, threads))."""
+    if members < 1:
+        raise DeepConvNetError(f"--members must be >= 1, got {members}")
+    total = threads if threads is not None else (os.cpu_count() or 1)
+    workers = workers if workers is not None else min(members, total)
+    if workers < 1:
+        raise DeepConvNetError(f"--workers must be >= 1, got {workers}")
+    if workers > total:
+        raise DeepConvNetError(
+            f"--workers {workers} exceeds the thread budget --threads {total} "
+            "(each worker needs at least one thread)"
+        )
+    return EnsemblePlan(Path(directory), config, members, min(workers, members), total // workers)
+
+
+def new_ensemble(plan: EnsemblePlan) -> EnsemblePlan:
+    """Create the ensemble directory and its manifest; refuse a directory already in use."""
+    directory = plan.directory
+    if directory.exists() and any(directory.iterdir()):
+        raise DeepConvNetError(
+            f"{directory} already exists and is not empty (use ensemble train --resume "
+            f"{directory} to finish it, or choose another --out)"
+        )
+    try:
+        (directory / LOGS).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DeepConvNetError(f"cannot create {directory}: {exc.strerror}") from exc
+    plan.save()
+    return plan
+
+
+def load_plan(
+    directory: str | Path, workers: int | None = None, threads: int | None = None
+) -> EnsemblePlan:
+    """The plan saved in ``directory``; ``workers`` / ``threads`` may be changed for the rest."""
+    path = Path(directory) / MANIFEST
+    try:
+        data = json.loads(path.read_text())
+        config = TrainConfig.from_dict(data["config"])
+        members = int(data["members"])
+    except FileNotFoundError:
+        raise DeepConvNetError(f"{directory}: not an ensemble directory (no {MANIFEST})") from None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DeepConvNetError(f"{path}: unreadable ({exc})") from exc
+    if threads is None and workers is None:
+        return EnsemblePlan(
+            Path(directory), config, members, int(data["workers"]), int(data["member_threads"])
+        )
+    return plan_ensemble(config, directory, members, workers, threads)
+
+
+def member_state(run_dir: Path) -> str:
+    """``"finished"``, ``"resumable"`` (a checkpoint), or ``"new"`` (nothing worth keeping)."""
+    if (run_dir / RESULTS).is_file():
+        return "finished"
+    if (run_dir / CHECKPOINT).is_file():
+        return "resumable"
+    return "new"
+
+
+def _clear_unstarted(run_dir: Path) -> None:
+    """A member killed before its first checkpoint leaves config.json and plots/; start afresh."""
+    if not run_dir.exists():
+        return
+    leftovers = {p.name for p in run_dir.iterdir()}
+    if not leftovers <= {CONFIG, "plots"}:
+        raise DeepConvNetError(f"{run_dir}: unexpected files {sorted(leftovers)}; move them away")
+    (run_dir / CONFIG).unlink(missing_ok=True)
+    shutil.rmtree(run_dir / "plots", ignore_errors=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Training: local worker processes
+
+
+@dataclass
+class MemberResult:
+    index: int
+    run_dir: Path
+    status: str  # "finished", "failed" or "interrupted"
+    test_accuracy: float | None = None
+    seconds: float = 0.0
+    error: str | None = None
+
+
+def train_ensemble(
+    plan: EnsemblePlan,
+    *,
+    ray_address: str | None = None,
+    log: Log | None = None,
+) -> list[MemberResult]:
+    """Train every unfinished member of ``plan``; returns one result per member, in order.
+
+    Members already finished are reported as such without work; a member with a checkpoint is
+    resumed. One line is logged per member start and finish (with its test accuracy or error).
+    """
+    log = log or _print_err
+    todo = [
+        i for i in range(plan.members) if member_state(member_dir(plan.directory, i)) != "finished"
+    ]
+    done = {
+        i: _finished_result(i, member_dir(plan.directory, i))
+        for i in range(plan.members)
+        if i not in todo
+    }
+    for result in done.values():
+        log(f"{result.run_dir.name} already finished: test accuracy {result.test_accuracy:.4f}")
+    if todo:
+        runner = _run_ray if ray_address else _run_local
+        for result in runner(plan, todo, log, ray_address):
+            done[result.index] = result
+    return [done[i] for i in range(plan.members)]
+
+
+def _finished_result(index: int, run_dir: Path) -> MemberResult:
+    results = json.loads((run_dir / RESULTS).read_text())
+    return MemberResult(
+        index, run_dir, "finished", results["test_accuracy"], results.get("train_seconds", 0.0)
+    )
+
+
+def _start_line(plan: EnsemblePlan, index: int, where: str) -> str:
+    run_dir = member_dir(plan.directory, index)
+    verb = "resuming" if member_state(run_dir) == "resumable" else "starting"
+    return (
+        f"{run_dir.name} {verb} (seed {plan.member_config(index).seed}, "
+        f"{plan.member_threads} thread(s)){where}"
+    )
+
+
+def _finish_line(result: MemberResult) -> str:
+    minutes = f"{result.seconds / 60:.1f} min"
+    if result.status == "finished":
+        return (
+            f"{result.run_dir.name} finished: test accuracy {result.test_accuracy:.4f} ({minutes})"
+        )
+    if result.status == "interrupted":
+        return f"{result.run_dir.name} interrupted; resumable ({minutes})"
+    return f"{result.run_dir.name} FAILED: {result.error}"
+
+
+def _run_local(plan: EnsemblePlan, todo: list[int], log: Log, _address: Any) -> list[MemberResult]:
+    """Up to ``plan.workers`` member processes at once; a signal stops them all cleanly."""
+    (plan.directory / LOGS).mkdir(parents=True, exist_ok=True)
+    pending, running, results = list(todo), {}, []
+    with _forwarded_signals(running) as stop:
+        while pending or running:
+            while pending and len(running) < plan.workers and not stop.requested:
+                index = pending.pop(0)
+                log(_start_line(plan, index, f", log {plan.directory / LOGS}"))
+                running[index] = _start_member_process(plan, index)
+            for index, (process, started, _) in list(running.items()):
+                if process.poll() is None:
+                    continue
+                del running[index]
+                result = _process_result(plan, index, process.returncode, started)
+                log(_finish_line(result))
+                results.append(result)
+            time.sleep(0.1)
+    results += [
+        MemberResult(i, member_dir(plan.directory, i), "interrupted", error="not started")
+        for i in pending
+    ]
+    return results
+
+
+def _log_path(plan: EnsemblePlan, index: int) -> Path:
+    return plan.directory / LOGS / f"{member_dir(plan.directory, index).name}.log"
+
+
+def _start_member_process(plan: EnsemblePlan, index: int):
+    command = [sys.executable, "-m", "deepconvnet.ensemble", "member", str(plan.directory)]
+    with open(_log_path(plan, index), "ab") as out:
+        process = subprocess.Popen(
+            [*command, str(index)],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # the terminal's Ctrl-C reaches the driver only
+        )
+    return process, time.perf_counter(), index
+
+
+def _process_result(plan: EnsemblePlan, index: int, code: int, started: float) -> MemberResult:
+    run_dir = member_dir(plan.directory, index)
+    seconds = time.perf_counter() - started
+    if code == 0 and member_state(run_dir) == "finished":
+        result = _finished_result(index, run_dir)
+        result.seconds = seconds
+        return result
+    if code in (EXIT_INTERRUPTED, -signal.SIGTERM, -signal.SIGINT):
+        return MemberResult(index, run_dir, "interrupted", seconds=seconds)
+    return MemberResult(
+        index, run_dir, "failed", seconds=seconds, error=_last_error(_log_path(plan, index), code)
+    )
+
+
+def _last_error(log_path: Path, code: int) -> str:
+    try:
+        lines = [line for line in log_path.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        lines = []
+    last = lines[-1].strip() if lines else "no output"
+    return f"exit code {code}: {last} (log: {log_path})"
+
+
+class _Stop:
+    requested = False
+
+
+@contextmanager
+def _forwarded_signals(running: dict) -> Iterator[_Stop]:
+    """SIGINT/SIGTERM to the driver: stop starting members, pass the signal on to running ones
+    (once: each finishes its step and checkpoints; a second signal stops them at once)."""
+    stop = _Stop()
+
+    def forward(signum: int, frame: Any) -> None:
+        if not stop.requested:
+            print(
+                f"\n{signal.Signals(signum).name} received: stopping members after their current "
+                "step (they checkpoint; finish them with ensemble train --resume)",
+                file=sys.stderr,
+                flush=True,
+            )
+        stop.requested = True
+        for process, _, _ in running.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    for s in previous:
+        signal.signal(s, forward)
+    try:
+        yield stop
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def run_member(directory: str | Path, index: int) -> int:
+    """Train (or resume) member ``index`` of the ensemble in ``directory``: the worker's job."""
+    from deepconvnet.train import TrainingInterrupted, train
+
+    plan = load_plan(directory)
+    run_dir = member_dir(plan.directory, index)
+    state = member_state(run_dir)
+    if state == "finished":
+        return 0
+    if state == "new":
+        _clear_unstarted(run_dir)
+    try:
+        train(plan.member_config(index), run_dir, resume=state == "resumable", progress=False)
+    except TrainingInterrupted as stop:
+        print(f"deepconvnet: {stop}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# Training: Ray
+
+
+def _run_ray(plan: EnsemblePlan, todo: list[int], log: Log, address: str) -> list[MemberResult]:
+    """Each member a Ray task (``member_threads`` CPUs) returning its run directory as bytes."""
+    try:
+        import ray
+    except ImportError:
+        raise DeepConvNetError(
+            "the Ray backend needs Ray: pip install 'deepconvnet[ray]'"
+        ) from None
+    started_here = not ray.is_initialized()
+    if started_here:
+        ray.init(
+            address=None if address == "local" else address,
+            include_dashboard=False,
+            log_to_driver=False,
+        )
+    task = ray.remote(num_cpus=plan.member_threads, max_retries=0)(train_member_files)
+    refs, results = {}, []
+    try:
+        for index in todo:
+            config = plan.member_config(index)
+            log(_start_line(plan, index, f" on Ray ({address})"))
+            run_dir = member_dir(plan.directory, index)
+            resume_files = read_run_files(run_dir) if member_state(run_dir) == "resumable" else {}
+            refs[task.remote(json.dumps(asdict(config)), resume_files)] = (
+                index,
+                time.perf_counter(),
+            )
+        while refs:
+            ready, _ = ray.wait(list(refs), num_returns=1)
+            index, started = refs.pop(ready[0])
+            result = _ray_result(plan, index, ready[0], started)
+            log(_finish_line(result))
+            results.append(result)
+    except KeyboardInterrupt:
+        for ref in refs:
+            ray.cancel(ref, force=True)
+        results += [
+            MemberResult(i, member_dir(plan.directory, i), "interrupted") for i, _ in refs.values()
+        ]
+        log("interrupted: members not yet returned were cancelled (finished ones are saved)")
+    finally:
+        if started_here:
+            ray.shutdown()
+    return results
+
+
+def _ray_result(plan: EnsemblePlan, index: int, ref: Any, started: float) -> MemberResult:
+    import ray
+
+    run_dir = member_dir(plan.directory, index)
+    seconds = time.perf_counter() - started
+    try:
+        files = ray.get(ref)
+    except Exception as exc:  # RayTaskError wraps the member's own exception
+        cause = getattr(exc, "cause", None) or exc
+        return MemberResult(index, run_dir, "failed", seconds=seconds, error=_one_line(cause))
+    write_run_files(run_dir, files)
+    result = _finished_result(index, run_dir)
+    result.seconds = seconds
+    return result
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[-1] if text else ''}"
+
+
+def train_member_files(config_json: str, resume_files: dict[str, bytes]) -> dict[str, bytes]:
+    """Train one member in a private temporary directory and return that run directory's files
+    (relative path -> bytes). Runs on a Ray worker, which needs no shared filesystem."""
+    from deepconvnet.train import train
+
+    config = TrainConfig.from_dict(json.loads(config_json))
+    with tempfile.TemporaryDirectory(prefix="deepconvnet-member-") as tmp:
+        run_dir = Path(tmp) / "run"
+        write_run_files(run_dir, resume_files)
+        train(config, run_dir, resume=bool(resume_files), progress=False)
+        return read_run_files(run_dir)
+
+
+def read_run_files(run_dir: Path) -> dict[str, bytes]:
+    """Every file under ``run_dir`` as relative POSIX path -> bytes."""
+    return {
+        p.relative_to(run_dir).as_posix(): p.read_bytes()
+        for p in sorted(run_dir.rglob("*"))
+        if p.is_file()
+    }
+
+
+def write_run_files(run_dir: Path, files: dict[str, bytes]) -> None:
+    """Write ``files`` as ``run_dir``, atomically: into a sibling temporary directory (each file
+    written atomically), then swapped into place, so a reader sees the old run or the new one."""
+    if not files:
+        return
+    staging = Path(tempfile.mkdtemp(prefix=f".{run_dir.name}.", dir=run_dir.parent))
+    try:
+        for name, data in files.items():
+            target = (staging / name).resolve()
+            if not target.is_relative_to(staging.resolve()):
+                raise DeepConvNetError(f"refusing to write {name!r} outside {run_dir}")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(target, data)
+        if run_dir.exists():
+            shutil.rmtree(run_dir)
+        os.replace(staging, run_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _print_err(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _main(argv: Sequence[str]) -> int:
+    """``python -m deepconvnet.ensemble member DIR INDEX``: one worker process."""
+    if len(argv) != 3 or argv[0] != "member":
+        print("usage: python -m deepconvnet.ensemble member DIR INDEX", file=sys.stderr)
+        return 2
+    try:
+        return run_member(argv[1], int(argv[2]))
+    except DeepConvNetError as exc:
+        print(f"deepconvnet: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))
