@@ -46,7 +46,14 @@ from numpy.lib.stride_tricks import as_strided
 from deepconvnet.kernels.reference import output_size
 from deepconvnet.threads import chunk_bounds, run_chunks
 
-__all__ = ["conv2d_backward", "conv2d_forward", "maxpool_backward", "maxpool_forward"]
+__all__ = [
+    "conv2d_backward",
+    "conv2d_forward",
+    "maxpool_backward",
+    "maxpool_forward",
+    "relu_backward",
+    "relu_forward",
+]
 
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
 
@@ -381,4 +388,32 @@ def maxpool_backward(dy: np.ndarray, cache: tuple) -> np.ndarray:
     )
     dx = np.empty(x_shape, dtype=y.dtype)
     run_chunks(partial(_pool_backward_chunk, dy, xp, y, ph, pw, stride, pad, tiles, dx), bounds)
+    return dx
+
+
+# ---------------------------------------------------------------------------------------------
+# ReLU, threaded (not part of the shared kernel contract: layers call it for the NHWC layout)
+
+
+def _relu_forward_chunk(x, y, mask, a, z):
+    np.maximum(x[a:z], 0, out=y[a:z])
+    np.greater(x[a:z], 0, out=mask[a:z])
+
+
+def _relu_backward_chunk(dy, mask, dx, a, z):
+    np.multiply(dy[a:z], mask[a:z], out=dx[a:z])
+
+
+def relu_forward(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(max(x, 0), x > 0)`` split over the batch: on one thread ReLU was ~9 % of a step."""
+    y = np.empty_like(x)
+    mask = np.empty(x.shape, dtype=bool)
+    run_chunks(partial(_relu_forward_chunk, x, y, mask), chunk_bounds(len(x)))
+    return y, mask
+
+
+def relu_backward(dy: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """``dy * mask``: the gradient is 0 where the input was <= 0, as in the book."""
+    dx = np.empty(dy.shape, dtype=dy.dtype)
+    run_chunks(partial(_relu_backward_chunk, dy, mask, dx), chunk_bounds(len(dy)))
     return dx
