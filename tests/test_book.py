@@ -197,6 +197,7 @@ def test_import_book_cli(tmp_path, capsys):
 
 
 @pytest.mark.mnist
+@pytest.mark.slow
 def test_the_books_weights_classify_9797_of_the_mnist_test_set(tmp_path):
     """The book's own code scores 9,797/10,000 with these weights; the import must agree exactly."""
     book_file = _shared_book_file()
