@@ -232,9 +232,15 @@ def test_figures_are_pngs_of_sensible_size(tmp_path):
 # -- the depth experiment, end to end on a tiny dataset -----------------------------------------
 def test_depth_experiment_runs_every_cell_through_the_trainer(tiny, tmp_path):  # noqa: F811
     config = DepthConfig(
-        sizes=(6, 12), epochs=(1,), dataset="tiny", data_dir=str(tiny.idx_dir), threads=1
+        sizes=(6, 12),
+        epochs=(1,),
+        dataset="tiny",
+        data_dir=str(tiny.idx_dir),
+        threads=1,
+        extra={"notes": ["a note from the caller"]},
     )
-    record = run_depth_experiment(config, tmp_path / "depth")
+    out = tmp_path / "depth"
+    record = run_depth_experiment(config, out)
     cells = record["cells"]
     assert [(c["train_size"], c["model"]) for c in cells] == [
         (6, "depth-stack3x3"),
@@ -243,18 +249,11 @@ def test_depth_experiment_runs_every_cell_through_the_trainer(tiny, tmp_path):  
         (12, "depth-large"),
     ]
     for c in cells:
-        results = json.loads(
-            (
-                tmp_path / "depth" / "runs" / f"{c['model']}-n{c['train_size']}" / "results.json"
-            ).read_text()
-        )
+        assert c["run_dir"] == f"runs/{c['model']}-n{c['train_size']}"
+        results = json.loads((out / c["run_dir"] / "results.json").read_text())
         assert c["test_accuracy"] == results["test_accuracy"]
         assert c["test_total"] == 5 and c["epochs"] == 1
-        config_json = json.loads(
-            (
-                tmp_path / "depth" / "runs" / f"{c['model']}-n{c['train_size']}" / "config.json"
-            ).read_text()
-        )
+        config_json = json.loads((out / c["run_dir"] / "config.json").read_text())
         assert config_json["n_train"] == c["train_size"]
         assert config_json["config"]["model"] == c["model"]
     saved = json.loads((tmp_path / "depth" / "depth_experiment.json").read_text())
@@ -263,6 +262,7 @@ def test_depth_experiment_runs_every_cell_through_the_trainer(tiny, tmp_path):  
     assert saved["models"]["depth-stack3x3"]["conv_params"] == 25616
     markdown = (tmp_path / "depth" / "depth_experiment.md").read_text()
     assert "| 12 | 1 | depth-large |" in markdown and "shared" in markdown
+    assert "- a note from the caller" in markdown
     assert png_size(tmp_path / "depth" / "depth_experiment.png")[0] > 500
 
 

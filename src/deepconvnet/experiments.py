@@ -14,8 +14,10 @@ Both have the same channel widths, the same two pooling stages, the same dense h
 DeepConvNet (affine 50, ReLU, dropout, affine 10, dropout), and are trained by the same Trainer
 with the same optimizer, seed and epochs. :func:`assert_matching_receptive_fields` proves the
 receptive fields equal at every pooling stage with :func:`~deepconvnet.models.layer_summary`.
-Importing this module registers both networks in :data:`~deepconvnet.models.MODELS`, so
-``deepconvnet train --model depth-large`` works once the module is loaded.
+Importing this module registers both networks in :data:`~deepconvnet.models.MODELS`, which is
+how the Trainer (building models by name) trains them here; their runs' ``model.npz`` load like
+any other, from the spec alone. The plain ``deepconvnet train`` command does not import this
+module, so it does not know these names.
 """
 
 from __future__ import annotations
@@ -185,7 +187,9 @@ def run_depth_experiment(
 ) -> dict[str, Any]:
     """Train every (model, size) cell with :func:`deepconvnet.train.train` and tabulate it.
 
-    Each cell gets a fresh run directory ``out_dir/runs/<model>-n<size>``. Writes
+    Each cell gets a fresh run directory ``out_dir/runs/<model>-n<size>`` (recorded relative to
+    ``out_dir``); ``config.extra`` is merged into the record (``"command"`` and a ``"notes"``
+    list of strings are shown in the Markdown notes). Writes
     ``depth_experiment.json``, ``depth_experiment.md`` and ``depth_experiment.png`` into
     ``out_dir`` (after every cell, so an interrupted experiment keeps what it finished) and
     returns the JSON record.
@@ -239,7 +243,7 @@ def run_depth_experiment(
                     "test_total": result.total,
                     "train_seconds": result.wall_seconds,
                     "final_train_loss": result.history[-1]["train_loss"],
-                    "run_dir": str(run_dir),
+                    "run_dir": run_dir.relative_to(out_dir).as_posix(),
                 }
             )
             record["total_seconds"] = time.perf_counter() - started
@@ -330,6 +334,7 @@ def depth_notes(record: dict[str, Any]) -> list[str]:
         notes.append(f"Whole experiment: {total / 60:.1f} minutes of wall time.")
     if "command" in record:
         notes.append(f"Command: `{record['command']}`.")
+    notes += record.get("notes", [])
     notes += _outcome_notes(record["cells"])
     return notes
 
