@@ -25,7 +25,7 @@ from deepconvnet.experiments import (
     stage_receptive_fields,
 )
 from deepconvnet.layers import Affine, Convolution, MaxPooling, ReLU, SoftmaxWithLoss
-from deepconvnet.models import MODELS, Sequential, layer_summary
+from deepconvnet.models import MODELS, Sequential, deepconvnet, layer_summary
 from deepconvnet.plots import (
     depth_experiment_plot,
     feature_maps_grid,
@@ -195,6 +195,18 @@ def test_feature_maps_follow_the_layers_and_leave_the_model_alone():
     assert model.backend == "fast" and model.dtype == np.float32
     np.testing.assert_array_equal(model.predict_proba(image[None].astype(np.float32)), before)
     np.testing.assert_array_equal(first_conv_weights(model), conv.params["W"])
+
+
+def test_feature_maps_show_a_convolution_after_its_batchnorm_and_relu():
+    model = deepconvnet(rng=np.random.default_rng(0), backend="reference", batchnorm=True)
+    stages = feature_maps(model, np.random.default_rng(6).random((1, 28, 28)))
+    labels = [label.split("\n")[0] for label, _ in stages]
+    assert labels[:3] == ["0.Conv 3x3 + BN + ReLU", "3.Conv 3x3 + BN + ReLU", "6.MaxPool 2x2"]
+    assert len(labels) == 9  # 6 convolutions, 3 poolings
+    assert all(maps.min() >= 0 for label, maps in stages if "ReLU" in label)
+    bare = Sequential([Convolution(1, 2, 3), MaxPooling(2)], name="bare").initialize()
+    bare_labels = [label for label, _ in feature_maps(bare, np.ones((1, 28, 28)))]
+    assert bare_labels == ["0.Conv 3x3\n2x26x26", "1.MaxPool 2x2\n2x13x13"]
 
 
 def test_first_conv_weights_needs_a_convolution():

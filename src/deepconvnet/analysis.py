@@ -85,35 +85,37 @@ def misclassified(probabilities: np.ndarray, labels: np.ndarray) -> list[dict[st
 
 
 def feature_maps(model, image: np.ndarray) -> list[tuple[str, np.ndarray]]:
-    """What one image looks like after every convolution (with its ReLU) and every pooling.
+    """What one image looks like after every convolution (with its BN/ReLU) and every pooling.
 
     ``image`` is ``(C, H, W)`` float. Returns ``[(label, maps (C', H', W')), ...]`` in layer
-    order, e.g. ``("0.Conv 3x3 + ReLU  16x28x28", ...)``. Runs on a float64 reference-backend
-    copy so the caller's model (and its backend) is left as it was.
+    order, e.g. ``("0.Conv 3x3 + ReLU\n16x28x28", maps)``: a convolution is shown once, after
+    the BatchNormalization and ReLU that follow it. Runs on a float64 reference-backend copy so
+    the caller's model (and its backend) is left as it was.
     """
-    from deepconvnet.layers import Convolution, MaxPooling, ReLU
+    from deepconvnet.layers import BatchNormalization, Convolution, MaxPooling, ReLU
 
     probe = model.copy(dtype=np.float64)
     probe.set_backend("reference")
     x = np.asarray(image, dtype=np.float64)[None]
     stages: list[tuple[str, np.ndarray]] = []
-    body = probe.body
-    for i, layer in enumerate(body):
-        x = layer.forward(x, train=False)
-        if isinstance(layer, Convolution):
-            following_relu = i + 1 < len(body) and isinstance(body[i + 1], ReLU)
-            if following_relu:
-                continue  # shown after its ReLU
-            kh, kw = layer.kernel_size
-            stages.append((f"{i}.Conv {kh}x{kw}", x[0].copy()))
-        elif isinstance(layer, ReLU) and i > 0 and isinstance(body[i - 1], Convolution):
-            kh, kw = body[i - 1].kernel_size
-            stages.append((f"{i - 1}.Conv {kh}x{kw} + ReLU", x[0].copy()))
-        elif isinstance(layer, MaxPooling):
-            stages.append((f"{i}.MaxPool {layer.pool_h}x{layer.pool_w}", x[0].copy()))
+    pending: str | None = None  # a convolution whose activation is not shown yet
+    for i, layer in enumerate(probe.body):
         if x.ndim != 4:
             break
-    return [(f"{label}\n{'x'.join(map(str, maps.shape))}", maps) for label, maps in stages]
+        previous, x = x, layer.forward(x, train=False)
+        if isinstance(layer, BatchNormalization | ReLU) and pending is not None:
+            pending += " + BN" if isinstance(layer, BatchNormalization) else " + ReLU"
+            continue
+        if pending is not None:
+            stages.append((pending, previous[0]))
+            pending = None
+        if isinstance(layer, Convolution):
+            pending = f"{i}.Conv {layer.kernel_size[0]}x{layer.kernel_size[1]}"
+        elif isinstance(layer, MaxPooling):
+            stages.append((f"{i}.MaxPool {layer.pool_h}x{layer.pool_w}", x[0]))
+    if pending is not None and x.ndim == 4:
+        stages.append((pending, x[0]))
+    return [(f"{label}\n{'x'.join(map(str, maps.shape))}", maps.copy()) for label, maps in stages]
 
 
 def first_conv_weights(model) -> np.ndarray:
