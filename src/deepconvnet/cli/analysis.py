@@ -79,7 +79,7 @@ def run_misclassified(args: argparse.Namespace) -> int:
         images[[r["index"] for r in shown], 0],
         shown,
         out,
-        class_names=dataset.class_names if args.dataset != "mnist" else None,
+        class_names=dataset.class_names,
         title=(
             f"Misclassified {dataset.name} test images: {len(mistakes):,} of {total:,}\n"
             f"(the {len(shown)} most confident mistakes)"
@@ -139,6 +139,7 @@ def run_visualize(args: argparse.Namespace) -> int:
     proba = model.predict_proba(image[None])[0]
     predicted = int(proba.argmax())
     label = int(dataset.test_labels[args.index])
+    names = dataset.class_names
     out = Path(args.out)
     filters = filters_grid(
         weights,
@@ -151,7 +152,7 @@ def run_visualize(args: argparse.Namespace) -> int:
         feature_maps(model, image),
         out / "feature_maps.png",
         channels=args.channels,
-        title=f"Test image #{args.index} (label {label}, predicted {predicted}, "
+        title=f"Test image #{args.index} (label {names[label]}, predicted {names[predicted]}, "
         f"p={proba[predicted]:.2f}) through {model.name}",
     )
     print(f"filters:      {filters}")
