@@ -27,8 +27,9 @@ Why it is fast (measured on 2 cores, see bench/speed.py):
   glibc would hand them to ``mmap`` and page-fault them in again on every call, and page faults
   from two threads serialise on the kernel's memory lock (2 threads: 117 -> 59 ms for the six
   convolutions and three poolings of a training step).
-* **Pooling by strided views**, no im2col: ``kh*kw`` running maxima, first maximum wins (strict
-  ``>``), and backward recomputes the winner from ``x`` and ``y`` instead of storing an argmax.
+* **Pooling by strided views**, no im2col: ``kh*kw`` running maxima; backward sends each window's
+  gradient to its first position equal to the maximum, found again from ``x`` and ``y``
+  (no argmax stored, nothing computed for inference).
 
 Every other configuration (stride > 1, few input channels such as the first layer's C = 1,
 padding larger than the kernel) goes through an NHWC im2col path that is general and exact.
