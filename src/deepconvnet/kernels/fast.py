@@ -52,8 +52,6 @@ __all__ = [
     "conv2d_forward",
     "maxpool_backward",
     "maxpool_forward",
-    "relu_backward",
-    "relu_forward",
 ]
 
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
@@ -371,14 +369,14 @@ def maxpool_forward(
     if pad:
         xp = np.pad(x, [(0, 0), (pad, pad), (pad, pad), (0, 0)], constant_values=-np.inf)
     y = np.empty((n, oh, ow, c), dtype=x.dtype)
-    bounds = chunk_bounds(n)
-    run_chunks(partial(_pool_forward_chunk, xp, pool_h, pool_w, stride, y), bounds)
-    return y, (xp, y, pool_h, pool_w, stride, pad, x.shape, bounds)
+    # Memory-bound: measured slower when split over threads, so it runs on the calling thread.
+    _pool_forward_chunk(xp, pool_h, pool_w, stride, y, 0, n)
+    return y, (xp, y, pool_h, pool_w, stride, pad, x.shape)
 
 
 def maxpool_backward(dy: np.ndarray, cache: tuple) -> np.ndarray:
     """Gradient of :func:`maxpool_forward`: each window's to its first maximum, zero elsewhere."""
-    xp, y, ph, pw, stride, pad, x_shape, bounds = cache
+    xp, y, ph, pw, stride, pad, x_shape = cache
     dy = np.ascontiguousarray(dy, dtype=y.dtype)
     # Windows that tile the input exactly write every cell once: no zeroing, no accumulation.
     tiles = (
@@ -388,33 +386,5 @@ def maxpool_backward(dy: np.ndarray, cache: tuple) -> np.ndarray:
         and x_shape[2] == stride * dy.shape[2]
     )
     dx = np.empty(x_shape, dtype=y.dtype)
-    run_chunks(partial(_pool_backward_chunk, dy, xp, y, ph, pw, stride, pad, tiles, dx), bounds)
-    return dx
-
-
-# ---------------------------------------------------------------------------------------------
-# ReLU, threaded (not part of the shared kernel contract: layers call it for the NHWC layout)
-
-
-def _relu_forward_chunk(x, y, mask, a, z):
-    np.maximum(x[a:z], 0, out=y[a:z])
-    np.greater(x[a:z], 0, out=mask[a:z])
-
-
-def _relu_backward_chunk(dy, mask, dx, a, z):
-    np.multiply(dy[a:z], mask[a:z], out=dx[a:z])
-
-
-def relu_forward(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(max(x, 0), x > 0)`` split over the batch: on one thread ReLU was ~9 % of a step."""
-    y = np.empty_like(x)
-    mask = np.empty(x.shape, dtype=bool)
-    run_chunks(partial(_relu_forward_chunk, x, y, mask), chunk_bounds(len(x)))
-    return y, mask
-
-
-def relu_backward(dy: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """``dy * mask``: the gradient is 0 where the input was <= 0, as in the book."""
-    dx = np.empty(dy.shape, dtype=dy.dtype)
-    run_chunks(partial(_relu_backward_chunk, dy, mask, dx), chunk_bounds(len(dy)))
+    _pool_backward_chunk(dy, xp, y, ph, pw, stride, pad, tiles, dx, 0, len(dx))
     return dx
