@@ -332,7 +332,7 @@ def _run_local(plan: EnsemblePlan, todo: list[int], log: Log, _address: Any) -> 
     (plan.directory / LOGS).mkdir(parents=True, exist_ok=True)
     pending, running, results = list(todo), {}, []
     with _forwarded_signals(running) as stop:
-        while pending or running:
+        while running or (pending and not stop.requested):
             while pending and len(running) < plan.workers and not stop.requested:
                 index = pending.pop(0)
                 log(_start_line(plan, index, f", log {plan.directory / LOGS}"))

@@ -116,6 +116,13 @@ def _register_evaluate(sub: argparse._SubParsersAction) -> None:
     )
     add_data_options(parser)
     add_threads_option(parser)
+    parser.add_argument(
+        "--limit",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="evaluate on the first N test images only (quick looks)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.set_defaults(func=run_ensemble_evaluate)
 
@@ -127,7 +134,8 @@ def run_ensemble_evaluate(args: argparse.Namespace) -> int:
 
     set_threads(args.threads)
     dataset = load_dataset(args.dataset, args.data_dir)
-    report = evaluate_ensemble(args.paths, to_float(dataset.test_images), dataset.test_labels)
+    images, labels = dataset.test_images[: args.limit], dataset.test_labels[: args.limit]
+    report = evaluate_ensemble(args.paths, to_float(images), labels)
     if args.json:
         print(json.dumps({k: report[k] for k in ("members", "ensemble", "vote")}))
         return 0

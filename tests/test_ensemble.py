@@ -1,0 +1,236 @@
+"""Ensembles: averaging and voting by hand, the thread plan, evaluate --json on saved models,
+members trained in parallel worker processes (seeds, interruption, resume, failure), Ray."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from deepconvnet.checkpoint import load_model, save_model
+from deepconvnet.cli import main
+from deepconvnet.ensemble import (
+    average_probabilities,
+    majority_vote,
+    member_state,
+    plan_ensemble,
+    read_run_files,
+    score_ensemble,
+    write_run_files,
+)
+from deepconvnet.errors import DeepConvNetError
+from deepconvnet.models import build_model
+from deepconvnet.train import TrainConfig
+
+# Three members, four samples, three classes.
+P1 = np.array([[0.6, 0.3, 0.1], [0.2, 0.5, 0.3], [0.1, 0.1, 0.8], [0.5, 0.4, 0.1]])
+P2 = np.array([[0.4, 0.5, 0.1], [0.3, 0.3, 0.4], [0.2, 0.7, 0.1], [0.1, 0.8, 0.1]])
+P3 = np.array([[0.7, 0.2, 0.1], [0.1, 0.2, 0.7], [0.4, 0.3, 0.3], [0.3, 0.3, 0.4]])
+LABELS = np.array([0, 2, 1, 1])
+
+
+def test_averaged_probabilities_and_accuracy_by_hand():
+    average = average_probabilities([P1, P2, P3])
+    # column sums / 3: (1.7, 1.0, 0.3), (0.6, 1.0, 1.4), (0.7, 1.1, 1.2), (0.9, 1.5, 0.6)
+    assert np.allclose(average[0], [1.7 / 3, 1.0 / 3, 0.3 / 3])
+    assert np.allclose(average[2], [0.7 / 3, 1.1 / 3, 1.2 / 3])
+    assert average.argmax(axis=1).tolist() == [0, 2, 2, 1]
+    report = score_ensemble([P1, P2, P3], LABELS)
+    # member argmaxes 0,1,2,0 / 1,2,1,1 / 0,2,0,2 against labels 0,2,1,1
+    assert report["members"] == [0.25, 0.75, 0.5]
+    assert report["ensemble"] == 0.75
+
+
+def test_majority_vote_with_ties_broken_by_the_averaged_probability():
+    # votes: {0,1,0} -> 0; {1,2,2} -> 2; {2,1,0} a three-way tie -> the highest average, class 2
+    # (1.2 of 0.7, 1.1, 1.2); {0,1,2} a three-way tie -> class 1 (1.5 of 0.9, 1.5, 0.6)
+    assert majority_vote([P1, P2, P3]).tolist() == [0, 2, 2, 1]
+    assert score_ensemble([P1, P2, P3], LABELS)["vote"] == 0.75
+
+    # two members disagree on every sample: the more confident one decides
+    a = np.array([[0.9, 0.1], [0.45, 0.55]])
+    b = np.array([[0.2, 0.8], [0.95, 0.05]])
+    assert majority_vote([a, b]).tolist() == [0, 0]
+    # exact tie in votes and in averaged probability: the lower class index
+    assert majority_vote([np.array([[0.6, 0.4]]), np.array([[0.4, 0.6]])]).tolist() == [0]
+
+
+def test_a_clear_majority_beats_confidence():
+    confident = np.array([[0.01, 0.99]])
+    lukewarm = np.array([[0.51, 0.49]])
+    assert majority_vote([confident, lukewarm, lukewarm]).tolist() == [0]
+    assert average_probabilities([confident, lukewarm, lukewarm]).argmax() == 1
+
+
+def test_members_must_agree_in_shape():
+    with pytest.raises(DeepConvNetError, match="differ in shape"):
+        score_ensemble([P1, P1[:3]], LABELS)
+    with pytest.raises(DeepConvNetError, match="at least one member"):
+        average_probabilities([])
+    with pytest.raises(DeepConvNetError, match="4 predictions for 3 labels"):
+        score_ensemble([P1], LABELS[:3])
+
+
+def test_thread_budget_is_shared_among_workers(tmp_path):
+    config = TrainConfig(seed=7, threads=None)
+    plan = plan_ensemble(config, tmp_path, members=10, workers=None, threads=16)
+    assert (plan.workers, plan.member_threads) == (10, 1)
+    plan = plan_ensemble(config, tmp_path, members=3, workers=None, threads=16)
+    assert (plan.workers, plan.member_threads) == (3, 5)
+    plan = plan_ensemble(config, tmp_path, members=10, workers=4, threads=16)
+    assert (plan.workers, plan.member_threads) == (4, 4)
+    assert [plan.member_config(i).seed for i in range(3)] == [7, 8, 9]
+    assert plan.member_config(2).threads == 4 and config.threads is None
+    with pytest.raises(DeepConvNetError, match="--workers 5 exceeds the thread budget"):
+        plan_ensemble(config, tmp_path, members=10, workers=5, threads=4)
+
+
+def test_run_files_round_trip_and_stay_inside(tmp_path):
+    files = {"results.json": b'{"a": 1}', "plots/curve.png": b"\x89PNG"}
+    target = tmp_path / "member-00"
+    target.mkdir()
+    (target / "stale.txt").write_text("from an older attempt")
+    write_run_files(target, files)
+    assert read_run_files(target) == files
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["member-00"]  # no staging left
+    with pytest.raises(DeepConvNetError, match="outside"):
+        write_run_files(tmp_path / "member-01", {"../escape": b"x"})
+    assert not (tmp_path / "escape").exists()
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    assert main(["ensemble", "train", "--members", "2"]) == 2
+    assert "needs --out DIR" in capsys.readouterr().err
+    assert main(["ensemble", "train", "--resume", str(tmp_path)]) == 2
+    assert "not an ensemble directory" in capsys.readouterr().err
+    assert main(["ensemble", "evaluate", str(tmp_path / "nothing")]) == 2
+    assert "no such checkpoint" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------
+# On the real MNIST
+
+
+@pytest.mark.mnist
+def test_evaluate_json_on_two_saved_models(tmp_path, capsys):
+    from deepconvnet.data import load_dataset, to_float
+
+    real_mnist = load_dataset("mnist", log=lambda message: None)
+
+    paths = []
+    for seed in (1, 2):
+        model = build_model("deepconvnet", rng=np.random.default_rng(seed))
+        paths.append(save_model(tmp_path / f"m{seed}.npz", model))
+    n = 1000  # --limit: the first 1,000 test images keep the test quick
+    images, labels = to_float(real_mnist.test_images[:n]), real_mnist.test_labels[:n]
+    probabilities = [load_model(p).predict_proba(images).astype(np.float64) for p in paths]
+    mean = (probabilities[0] + probabilities[1]) / 2
+    first, second = (p.argmax(axis=1) for p in probabilities)
+    # by hand: agreeing members win; a 1-1 split goes to the larger mean (then the lower index)
+    vote = [
+        a if a == b or mean[i, a] > mean[i, b] or (mean[i, a] == mean[i, b] and a < b) else b
+        for i, (a, b) in enumerate(zip(first, second, strict=True))
+    ]
+
+    capsys.readouterr()
+    argv = ["ensemble", "evaluate", *map(str, paths), "--limit", str(n), "--json"]
+    assert main(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert set(report) == {"members", "ensemble", "vote"}
+    assert report["members"] == [float(np.mean(first == labels)), float(np.mean(second == labels))]
+    assert report["ensemble"] == float(np.mean(mean.argmax(axis=1) == labels))
+    assert report["vote"] == float(np.mean(np.array(vote) == labels))
+    assert report["members"][0] != report["members"][1]
+
+
+QUICK = ["--train-limit", "400", "--epochs", "2", "--batch-size", "50", "--no-progress"]
+
+
+def _driver(out: Path, *extra: str) -> subprocess.Popen:
+    command = [sys.executable, "-m", "deepconvnet", "ensemble", "train", "--out", str(out)]
+    return subprocess.Popen(
+        [*command, "--members", "2", "--threads", "2", *QUICK, *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@pytest.mark.mnist
+@pytest.mark.slow
+def test_train_in_two_workers_interrupt_and_resume(tmp_path, capsys):
+    out = tmp_path / "ens"
+    driver = _driver(out, "--checkpoint-every", "1")
+    members = [out / "member-00", out / "member-01"]
+    deadline = time.monotonic() + 60
+    while not all((m / "checkpoint.npz").is_file() for m in members):
+        assert driver.poll() is None and time.monotonic() < deadline, driver.communicate()
+        time.sleep(0.05)
+    driver.send_signal(signal.SIGINT)  # the driver alone: it forwards the stop to its workers
+    stdout, stderr = driver.communicate(timeout=60)
+    assert driver.returncode == 130, stderr
+    assert "member-00 interrupted; resumable" in stderr
+    assert "ensemble train --resume" in stdout
+    assert [member_state(m) for m in members] == ["resumable", "resumable"]
+
+    capsys.readouterr()
+    assert main(["ensemble", "train", "--resume", str(out)]) == 0
+    printed = capsys.readouterr()
+    assert "member-00 resuming (seed 0, 1 thread(s))" in printed.err
+    assert "2/2 members finished" in printed.out
+    configs = [json.loads((m / "config.json").read_text())["config"] for m in members]
+    assert [c["seed"] for c in configs] == [0, 1]
+    assert [c["threads"] for c in configs] == [1, 1]
+    results = [json.loads((m / "results.json").read_text()) for m in members]
+    assert [r["epochs"] for r in results] == [2, 2]
+    assert results[0]["test_accuracy"] != results[1]["test_accuracy"]
+    w0, w1 = (load_model(m).params()["0.W"] for m in members)
+    assert not np.array_equal(w0, w1)
+
+    assert main(["ensemble", "evaluate", str(out), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["members"] == [r["test_accuracy"] for r in results]
+
+
+@pytest.mark.mnist
+def test_a_failing_member_is_reported_and_the_command_fails(tmp_path, capsys):
+    # --val 700 of 400 images: every member fails inside its worker, after the driver started it
+    out = tmp_path / "ens"
+    argv = ["ensemble", "train", "--out", str(out), "--members", "2", "--threads", "2"]
+    assert main([*argv, *QUICK, "--val", "700"]) == 1
+    printed = capsys.readouterr()
+    assert "member-00 FAILED: exit code 2: deepconvnet: error: --val 700 leaves no" in printed.err
+    assert "member-01  FAILED" in printed.out
+    assert "0/2 members finished" in printed.out
+
+
+@pytest.mark.mnist
+def test_ray_backend_writes_members_from_returned_bytes(tmp_path, capsys):
+    pytest.importorskip("ray")
+    out = tmp_path / "ens"
+    argv = ["ensemble", "train", "--out", str(out), "--members", "2", "--threads", "2"]
+    assert main([*argv, *QUICK, "--ray-address", "local"]) == 0
+    printed = capsys.readouterr()
+    assert "member-01 starting (seed 1, 1 thread(s)) on Ray (local)" in printed.err
+    for index in (0, 1):
+        run_dir = out / f"member-{index:02d}"
+        assert {"config.json", "model.npz", "results.json", "metrics.jsonl"} <= {
+            p.name for p in run_dir.iterdir()
+        }
+        config = json.loads((run_dir / "config.json").read_text())["config"]
+        assert config["seed"] == index
+        results = json.loads((run_dir / "results.json").read_text())
+        assert f"test accuracy {results['test_accuracy']:.4f}" in printed.err
+        assert (run_dir / "plots" / "learning_curves.png").stat().st_size > 1000
+    assert sorted(p.name for p in out.iterdir()) == [
+        "ensemble.json",
+        "logs",
+        "member-00",
+        "member-01",
+    ]
