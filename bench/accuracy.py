@@ -92,7 +92,7 @@ def tabulate(out: Path, command: list[str] | None, wall: float | None) -> dict:
     dataset = load_dataset("mnist")
     started = time.perf_counter()
     ensemble = evaluate_ensemble([out], to_float(dataset.test_images), dataset.test_labels)
-    shown = shlex.join(["deepconvnet", "ensemble", "train", *command]) if command else None
+    shown = shlex.join(["deepconvnet", *command]) if command else None
     report = {
         "directory": str(out),
         "command": shown or f"(runs in {out})",
@@ -122,7 +122,7 @@ def tabulate(out: Path, command: list[str] | None, wall: float | None) -> dict:
 
 def markdown(report: dict) -> str:
     single, ens = report["single"], report["ensemble"]
-    hours = lambda s: f"{s / 3600:.2f} h"  # noqa: E731
+    hours = lambda s: f"{s / 3600:.2f} h" if s >= 3600 else f"{s / 60:.1f} min"  # noqa: E731
     lines = [
         f"Command: `{report['command']}`",
         "",
