@@ -1,0 +1,194 @@
+"""Every bad input of issue 9, through the real command line.
+
+Each case asserts what the user sees: exit code 2, one line on stderr naming the file or value and
+the problem, no traceback (unless --debug), and nothing half-written left behind.
+"""
+
+from __future__ import annotations
+
+import errno
+import gzip
+import json
+import pickle
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from deepconvnet import fileio
+from deepconvnet.checkpoint import save_model
+from deepconvnet.cli import main
+from deepconvnet.data.idx import write_idx
+from deepconvnet.fileio import atomic_save_npz, json_to_array
+from deepconvnet.models import build_model
+from deepconvnet.train import TrainConfig, TrainState
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("model") / "model.npz"
+    save_model(path, build_model("deepconvnet", rng=np.random.default_rng(0)))
+    return path
+
+
+def run_cli(argv: list[str], capsys) -> tuple[int, str]:
+    code = main([str(a) for a in argv])
+    return code, capsys.readouterr().err.strip()
+
+
+def assert_one_line_error(code: int, err: str, *needles: str) -> None:
+    """Exit 2 and one error line (informational lines, such as which data source served, may
+    come before it), naming every needle."""
+    assert code == 2, err
+    assert "Traceback" not in err
+    error_lines = [line for line in err.splitlines() if "error" in line]
+    assert len(error_lines) == 1 and err.splitlines()[-1] == error_lines[0], err
+    for needle in needles:
+        assert needle in error_lines[0], (needle, err)
+
+
+def leftovers(directory: Path) -> list[str]:
+    return [p.name for p in directory.rglob("*") if p.name.endswith(".tmp")]
+
+
+def test_corrupt_checkpoint(tmp_path, capsys):
+    bad = tmp_path / "model.npz"
+    bad.write_bytes(b"PK\x03\x04 this is not a zip archive at all")
+    assert_one_line_error(*run_cli(["evaluate", bad], capsys), str(bad))
+
+
+def test_truncated_checkpoint(tmp_path, model_file, capsys):
+    cut = tmp_path / "model.npz"
+    cut.write_bytes(model_file.read_bytes()[: model_file.stat().st_size // 2])
+    assert_one_line_error(*run_cli(["predict", cut, cut], capsys), str(cut))
+
+
+def test_checkpoint_with_a_wrong_array_shape(tmp_path, model_file, capsys):
+    arrays = fileio.load_npz(model_file)
+    arrays["0.W"] = np.zeros((8, 1, 3, 3), np.float32)
+    bad = tmp_path / "model.npz"
+    atomic_save_npz(bad, arrays)
+    assert_one_line_error(*run_cli(["evaluate", bad], capsys), "0.W", "(8, 1, 3, 3)")
+
+
+def test_resume_from_a_checkpoint_of_another_architecture(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    config = TrainConfig(train_limit=200, epochs=1)
+    (run_dir / "config.json").write_text(json.dumps({"config": asdict(config)}))
+    other = build_model("deepconvnet-bn", rng=np.random.default_rng(0))
+    arrays = {f"model/{k}": v for k, v in other.params().items()}
+    arrays["__spec__"] = json_to_array(other.spec())
+    arrays["__state__"] = json_to_array(asdict(TrainState()))
+    atomic_save_npz(run_dir / "checkpoint.npz", arrays)
+    assert_one_line_error(*run_cli(["train", "--resume", run_dir], capsys), "another architecture")
+
+
+def test_malformed_idx_file(tmp_path, capsys):
+    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"):
+        (tmp_path / name).write_bytes(b"\x00\x00\x08\x03 not really idx")
+    for name in ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+        (tmp_path / name).write_bytes(b"")
+    code, err = run_cli(["data", "--data-dir", tmp_path], capsys)
+    assert_one_line_error(code, err, str(tmp_path))
+
+
+def test_checksum_mismatch_names_the_source(tmp_path, capsys):
+    """Well-formed IDX files of the right shapes whose bytes are not MNIST's."""
+    write_idx(tmp_path / "train-images-idx3-ubyte.gz", np.zeros((60000, 28, 28), np.uint8))
+    write_idx(tmp_path / "train-labels-idx1-ubyte.gz", np.zeros(60000, np.uint8))
+    write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", np.zeros((10000, 28, 28), np.uint8))
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", np.zeros(10000, np.uint8))
+    with gzip.open(tmp_path / "train-labels-idx1-ubyte.gz") as f:
+        assert f.read(4) == b"\x00\x00\x08\x01"  # the files really are valid IDX
+    code, err = run_cli(["data", "--data-dir", tmp_path], capsys)
+    assert_one_line_error(code, err, str(tmp_path))
+    assert "sha256" in err.lower() or "checksum" in err.lower()
+
+
+def test_unreadable_and_non_image_files(tmp_path, model_file, capsys):
+    text = tmp_path / "notes.png"
+    text.write_text("not an image")
+    assert_one_line_error(*run_cli(["predict", model_file, text], capsys), str(text))
+    missing = tmp_path / "missing.png"
+    assert_one_line_error(*run_cli(["predict", model_file, missing], capsys), str(missing))
+
+
+def test_image_too_large(tmp_path, model_file, capsys):
+    huge = tmp_path / "huge.png"
+    Image.new("L", (9000, 5000), 255).save(huge)  # 45 megapixels, a few kB on disk
+    code, err = run_cli(["predict", model_file, huge], capsys)
+    assert_one_line_error(code, err, str(huge))
+    assert "pixel" in err.lower()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["train", "--epochs", "0"],
+        ["train", "--batch-size", "-5"],
+        ["train", "--val", "-1"],
+        ["train", "--threads", "0"],
+        ["train", "--dropout", "1.5"],
+        ["predict", "model.npz", "x.png", "--top", "0"],
+        ["serve", "model.npz", "--port", "70000"],
+    ],
+)
+def test_out_of_range_cli_values(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        raise SystemExit(main(argv))
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2
+    assert len(err.splitlines()) == 1
+    value = argv[argv.index(next(a for a in argv if a.startswith("--"))) + 1]
+    assert value in err
+
+
+def test_unwritable_output_directory(tmp_path, model_file, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    image = tmp_path / "digit.png"
+    Image.new("L", (28, 28), 0).save(image)
+    Image.open(image).close()
+    target = blocker / "pre"
+    code, err = run_cli(["visualize", model_file, "--out", target], capsys)
+    assert_one_line_error(code, err, str(blocker))
+    assert leftovers(tmp_path) == []
+
+
+def test_full_disk_during_a_save_leaves_the_old_file_and_no_partial_one(
+    tmp_path, model_file, monkeypatch, capsys
+):
+    out = tmp_path / "model.npz"
+    out.write_bytes(b"previous contents")
+
+    def no_space(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(fileio.os, "fsync", no_space)
+    code, err = run_cli(["import-book", _book_pickle(tmp_path, model_file), "--out", out], capsys)
+    assert_one_line_error(code, err, str(out), "No space left on device")
+    assert out.read_bytes() == b"previous contents"
+    assert leftovers(tmp_path) == []
+
+
+def test_debug_shows_the_traceback(tmp_path, capsys):
+    bad = tmp_path / "model.npz"
+    bad.write_bytes(b"garbage")
+    assert main(["--debug", "evaluate", str(bad)]) == 2
+    assert "Traceback" in capsys.readouterr().err
+
+
+def _book_pickle(tmp_path: Path, model_file: Path) -> Path:
+    """A file in the book's format (W1..W8, b1..b8 float64) built from a saved model."""
+    arrays = fileio.load_npz(model_file)
+    weights = [k for k in arrays if k.endswith(".W")]
+    params = {}
+    for i, key in enumerate(sorted(weights, key=lambda k: int(k.split(".")[0])), start=1):
+        params[f"W{i}"] = arrays[key].astype(np.float64)
+        params[f"b{i}"] = arrays[key.replace(".W", ".b")].astype(np.float64)
+    path = tmp_path / "book.pkl"
+    path.write_bytes(pickle.dumps(params))  # pickle only to write a fixture in the book's format
+    return path
