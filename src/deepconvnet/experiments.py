@@ -14,7 +14,7 @@ Both have the same channel widths, the same two pooling stages, the same dense h
 DeepConvNet (affine 50, ReLU, dropout, affine 10, dropout), and are trained by the same Trainer
 with the same optimizer, seed and epochs. :func:`assert_matching_receptive_fields` proves the
 receptive fields equal at every pooling stage with :func:`~deepconvnet.models.layer_summary`.
-Importing this module registers both networks in :data:`~deepconvnet.models.MODELS`, which is
+Both networks are registered in :data:`~deepconvnet.models.MODELS`, which is
 how the Trainer (building models by name) trains them here; their runs' ``model.npz`` load like
 any other, from the spec alone. The plain ``deepconvnet train`` command does not import this
 module, so it does not know these names.
@@ -31,27 +31,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from deepconvnet.errors import DeepConvNetError
 from deepconvnet.layers import (
-    Affine,
     Convolution,
-    Dropout,
-    Layer,
     MaxPooling,
-    ReLU,
-    SoftmaxWithLoss,
 )
-from deepconvnet.models import MODELS, Sequential, default_backend, layer_summary
+from deepconvnet.models import (
+    DEPTH_MODELS,
+    DEPTH_STAGES,
+    MODELS,
+    Sequential,
+    layer_summary,
+)
 
-DEPTH_WIDTHS = (16, 32)
-# Kernel sizes of each stage's convolutions; both stages end in a 2x2 max-pool.
-DEPTH_STAGES: dict[str, tuple[tuple[int, ...], ...]] = {
-    "depth-stack3x3": ((3, 3), (3, 3, 3)),
-    "depth-large": ((5,), (7,)),
-}
-DEPTH_MODELS = tuple(DEPTH_STAGES)
 DEFAULT_SIZES = (1000, 5000, 60000)
 QUICK_SIZES = (500, 2000)
 QUICK_EPOCHS = 3
@@ -59,65 +51,6 @@ QUICK_EPOCHS = 3
 # epochs (1000 -> 30, 5000 -> 12, 60000 -> 4), so small sets get enough optimizer steps.
 IMAGES_PER_CELL = 60_000
 MIN_EPOCHS, MAX_EPOCHS = 4, 30
-
-
-def depth_layers(
-    stages: Sequence[Sequence[int]],
-    widths: Sequence[int] = DEPTH_WIDTHS,
-    input_shape: tuple[int, ...] = (1, 28, 28),
-    hidden_size: int = 50,
-    output_size: int = 10,
-    dropout_ratio: float = 0.5,
-    dropout_mode: str = "book",
-    weight_init: str = "he",
-) -> list[Layer]:
-    """Conv stages ('same' padding, ReLU after each conv, 2x2 max-pool after each stage) + head."""
-    if len(stages) != len(widths):
-        raise DeepConvNetError(f"{len(stages)} stages but {len(widths)} widths")
-    layers: list[Layer] = []
-    channels = input_shape[0]
-    for kernels, width in zip(stages, widths, strict=True):
-        for k in kernels:
-            if k % 2 != 1:
-                raise DeepConvNetError(f"kernel size {k} is even; 'same' padding needs odd sizes")
-            layers += [Convolution(channels, width, k, 1, k // 2, weight_init), ReLU()]
-            channels = width
-        layers.append(MaxPooling(2, 2, 2))
-    shape = input_shape
-    for layer in layers:
-        shape = layer.output_shape(shape)
-    layers += [
-        Affine(int(np.prod(shape)), hidden_size, weight_init),
-        ReLU(),
-        Dropout(dropout_ratio, dropout_mode),
-        Affine(hidden_size, output_size, weight_init),
-        Dropout(dropout_ratio, dropout_mode),
-        SoftmaxWithLoss(),
-    ]
-    return layers
-
-
-def _depth_factory(name: str) -> Callable[..., Sequential]:
-    def build(
-        *,
-        rng: np.random.Generator | None = None,
-        dtype: np.dtype | type = np.float32,
-        input_shape: tuple[int, ...] = (1, 28, 28),
-        backend: str | None = None,
-        **kwargs: Any,
-    ) -> Sequential:
-        layers = depth_layers(DEPTH_STAGES[name], input_shape=input_shape, **kwargs)
-        model = Sequential(layers, input_shape=input_shape, rng=rng, name=name, dtype=dtype)
-        model.initialize()
-        model.set_backend(backend or default_backend())
-        return model
-
-    build.__doc__ = f"The {name} network of the depth experiment ({DEPTH_STAGES[name]})."
-    return build
-
-
-for _name in DEPTH_MODELS:
-    MODELS.setdefault(_name, _depth_factory(_name))
 
 
 def build_depth_model(name: str, **kwargs: Any) -> Sequential:

@@ -8,7 +8,7 @@ and runs the fast kernels. Parameters keep one shape either way.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -276,15 +276,28 @@ def deepconvnet_layers(
         if i % 2 == 1:
             layers.append(MaxPooling(2, 2, 2))
     flat = int(np.prod(_shape_through(layers, input_shape)))
-    layers += [
-        Affine(flat, hidden_size, weight_init),
+    return layers + classifier_head(
+        flat, hidden_size, output_size, dropout_ratio, dropout_mode, weight_init
+    )
+
+
+def classifier_head(
+    in_features: int,
+    hidden_size: int,
+    output_size: int,
+    dropout_ratio: float,
+    dropout_mode: str,
+    weight_init: str,
+) -> list[Layer]:
+    """Figure 8-1's head: affine - ReLU - dropout - affine - dropout - softmax-with-loss."""
+    return [
+        Affine(in_features, hidden_size, weight_init),
         ReLU(),
         Dropout(dropout_ratio, dropout_mode),
         Affine(hidden_size, output_size, weight_init),
         Dropout(dropout_ratio, dropout_mode),
         SoftmaxWithLoss(),
     ]
-    return layers
 
 
 def _shape_through(layers: list[Layer], shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -382,6 +395,67 @@ def build_model(
         known = ", ".join(sorted(MODELS))
         raise DeepConvNetError(f"unknown model {name!r}; known models: {known}") from None
     return factory(rng=rng, dtype=dtype, **kwargs)
+
+
+# -- the depth experiment's pair (stacked 3x3 vs single large filters, equal receptive field)
+DEPTH_WIDTHS = (16, 32)
+# Kernel sizes of each stage's convolutions; both stages end in a 2x2 max-pool.
+DEPTH_STAGES: dict[str, tuple[tuple[int, ...], ...]] = {
+    "depth-stack3x3": ((3, 3), (3, 3, 3)),
+    "depth-large": ((5,), (7,)),
+}
+DEPTH_MODELS = tuple(DEPTH_STAGES)
+
+
+def depth_layers(
+    stages: Sequence[Sequence[int]],
+    widths: Sequence[int] = DEPTH_WIDTHS,
+    input_shape: tuple[int, ...] = (1, 28, 28),
+    hidden_size: int = 50,
+    output_size: int = 10,
+    dropout_ratio: float = 0.5,
+    dropout_mode: str = "book",
+    weight_init: str = "he",
+) -> list[Layer]:
+    """Conv stages ('same' padding, ReLU after each conv, 2x2 max-pool after each stage) + head."""
+    if len(stages) != len(widths):
+        raise DeepConvNetError(f"{len(stages)} stages but {len(widths)} widths")
+    layers: list[Layer] = []
+    channels = input_shape[0]
+    for kernel_sizes, width in zip(stages, widths, strict=True):
+        for k in kernel_sizes:
+            if k % 2 != 1:
+                raise DeepConvNetError(f"kernel size {k} is even; 'same' padding needs odd sizes")
+            layers += [Convolution(channels, width, k, 1, k // 2, weight_init), ReLU()]
+            channels = width
+        layers.append(MaxPooling(2, 2, 2))
+    shape = _shape_through(layers, input_shape)
+    return layers + classifier_head(
+        int(np.prod(shape)), hidden_size, output_size, dropout_ratio, dropout_mode, weight_init
+    )
+
+
+def _depth_factory(name: str) -> Callable[..., Sequential]:
+    def build(
+        *,
+        rng: np.random.Generator | None = None,
+        dtype: np.dtype | type = np.float32,
+        input_shape: tuple[int, ...] = (1, 28, 28),
+        backend: str | None = None,
+        **kwargs: Any,
+    ) -> Sequential:
+        layers = depth_layers(DEPTH_STAGES[name], input_shape=input_shape, **kwargs)
+        model = Sequential(layers, input_shape=input_shape, rng=rng, name=name, dtype=dtype)
+        model.initialize()
+        model.set_backend(backend or default_backend())
+        return model
+
+    build.__doc__ = f"The {name} network of the depth experiment ({DEPTH_STAGES[name]})."
+    return build
+
+
+for _name in DEPTH_MODELS:
+    MODELS[_name] = _depth_factory(_name)
 
 
 # -- summary arithmetic -----------------------------------------------------------------------
