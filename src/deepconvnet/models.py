@@ -497,7 +497,7 @@ def layer_summary(model: Sequential) -> list[dict[str, Any]]:
             rf += (max(kh, kw) - 1) * jump
             jump *= stride
         elif isinstance(layer, Affine):
-            rf = whole
+            rf = max(rf, whole)  # a dense unit sees everything the layer below saw
         rows.append(
             {
                 "name": f"{i}.{type(layer).__name__}",
