@@ -34,7 +34,7 @@ import numpy as np
 
 from deepconvnet.errors import DeepConvNetError
 from deepconvnet.fileio import atomic_write_bytes, atomic_write_json
-from deepconvnet.train import CHECKPOINT, CONFIG, RESULTS, TrainConfig
+from deepconvnet.train import CHECKPOINT, CONFIG, RESULTS, TrainConfig, stop_signals
 
 MANIFEST = "ensemble.json"
 LOGS = "logs"
@@ -415,14 +415,8 @@ def _forwarded_signals(running: dict) -> Iterator[_Stop]:
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
 
-    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    for s in previous:
-        signal.signal(s, forward)
-    try:
+    with stop_signals(forward):
         yield stop
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
 
 
 def run_member(directory: str | Path, index: int) -> int:

@@ -141,16 +141,23 @@ class StopFlag:
 
 
 @contextmanager
-def graceful_stop() -> Iterator[StopFlag]:
-    flag = StopFlag()
+def stop_signals(handler: Callable[[int, Any], None]) -> Iterator[None]:
+    """Route SIGINT and SIGTERM to ``handler`` while the block runs, then restore the old ones."""
     previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     for s in previous:
-        signal.signal(s, flag)
+        signal.signal(s, handler)
     try:
-        yield flag
+        yield
     finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
+        for s, old in previous.items():
+            signal.signal(s, old)
+
+
+@contextmanager
+def graceful_stop() -> Iterator[StopFlag]:
+    flag = StopFlag()
+    with stop_signals(flag):
+        yield flag
 
 
 # --------------------------------------------------------------------------------------------

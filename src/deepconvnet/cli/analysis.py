@@ -10,12 +10,11 @@ from pathlib import Path
 
 from deepconvnet.cli.common import (
     add_data_options,
+    add_model_argument,
     add_threads_option,
     nonnegative_int,
     positive_int,
 )
-
-MODEL_HELP = "a run directory or model.npz"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -35,7 +34,7 @@ def _register_misclassified(sub: argparse._SubParsersAction) -> None:
             "the prediction's probability. --json prints all of them."
         ),
     )
-    parser.add_argument("model", metavar="RUN_DIR|model.npz", help=MODEL_HELP)
+    add_model_argument(parser)
     parser.add_argument(
         "--out",
         default=None,
@@ -108,7 +107,7 @@ def _register_visualize(sub: argparse._SubParsersAction) -> None:
             "and DIR/feature_maps.png (one test digit after every conv+ReLU and pooling stage)."
         ),
     )
-    parser.add_argument("model", metavar="RUN_DIR|model.npz", help=MODEL_HELP)
+    add_model_argument(parser)
     parser.add_argument("--out", required=True, metavar="DIR", help="directory for the figures")
     parser.add_argument(
         "--index", type=nonnegative_int, default=0, metavar="I", help="test image (default 0)"

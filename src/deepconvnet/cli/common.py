@@ -63,3 +63,12 @@ def add_data_options(parser: argparse.ArgumentParser) -> None:
         help="directory holding the four IDX files (default: $DEEPCONVNET_DATA, then the cache, "
         "then the network)",
     )
+
+
+def add_model_argument(parser: argparse.ArgumentParser) -> None:
+    """The positional trained model every consuming command takes: a run directory or a file."""
+    parser.add_argument(
+        "model",
+        metavar="RUN_DIR|model.npz",
+        help="a run directory (its model.npz is used) or a model.npz file",
+    )

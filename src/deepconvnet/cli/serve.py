@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from deepconvnet.cli.common import positive_int
+from deepconvnet.cli.common import add_model_argument, positive_int
 
 ARCHITECTURES = ("deepconvnet",)
 
@@ -27,7 +27,7 @@ def _register_predict(sub: argparse._SubParsersAction) -> None:
             "digit, fitted into 20x20 keeping its aspect ratio, centred by centre of mass in 28x28."
         ),
     )
-    parser.add_argument("model", metavar="RUN_DIR|model.npz", help="a run directory or model file")
+    add_model_argument(parser)
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
     parser.add_argument(
         "--top", type=positive_int, default=3, metavar="K", help="labels to print (default: 3)"
@@ -73,7 +73,7 @@ def _register_serve(sub: argparse._SubParsersAction) -> None:
             "loopback unless --host says otherwise."
         ),
     )
-    parser.add_argument("model", metavar="RUN_DIR|model.npz", help="a run directory or model file")
+    add_model_argument(parser)
     parser.add_argument(
         "--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, loopback only)"
     )

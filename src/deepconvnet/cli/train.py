@@ -9,6 +9,7 @@ from pathlib import Path
 
 from deepconvnet.cli.common import (
     add_data_options,
+    add_model_argument,
     add_threads_option,
     nonnegative_int,
     positive_float,
@@ -212,7 +213,7 @@ def _register_evaluate(sub: argparse._SubParsersAction) -> None:
             "confusion matrix (printed, and saved as plots/confusion.png beside the model)."
         ),
     )
-    parser.add_argument("model", metavar="RUN_DIR|model.npz", help="a run directory or model file")
+    add_model_argument(parser)
     add_data_options(parser)
     add_threads_option(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
