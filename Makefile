@@ -4,9 +4,10 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-RUN_DIR ?= runs/book-$(shell date +%Y%m%d-%H%M%S)
+STAMP := $(shell date +%Y%m%d-%H%M%S)
+RUN_DIR ?= runs/book-$(STAMP)
 
-.PHONY: run test lint format reproduce speed clean
+.PHONY: run test lint reproduce accuracy speed clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +38,9 @@ lint: $(VENV)/.installed-dev
 
 reproduce: $(VENV)/.installed
 	$(BIN)/python bench/reproduce_book.py
+
+accuracy: $(VENV)/.installed
+	$(BIN)/python bench/accuracy.py
 
 speed: $(VENV)/.installed
 	$(BIN)/pip install --quiet torch==2.13.0
