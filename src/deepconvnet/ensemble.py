@@ -34,6 +34,7 @@ import numpy as np
 
 from deepconvnet.errors import DeepConvNetError
 from deepconvnet.fileio import atomic_write_bytes, atomic_write_json
+from deepconvnet.models import INFERENCE_BATCH
 from deepconvnet.train import CHECKPOINT, CONFIG, RESULTS, TrainConfig, stop_signals
 
 MANIFEST = "ensemble.json"
@@ -131,7 +132,7 @@ def member_model_paths(paths: Sequence[str | Path]) -> list[Path]:
 
 
 def member_probabilities(
-    model_paths: Sequence[Path], images: np.ndarray, batch_size: int = 1000
+    model_paths: Sequence[Path], images: np.ndarray, batch_size: int = INFERENCE_BATCH
 ) -> list[np.ndarray]:
     """Each member's softmax probabilities on float NCHW ``images``, one model in memory at once."""
     from deepconvnet.checkpoint import load_model
@@ -140,7 +141,10 @@ def member_probabilities(
 
 
 def evaluate_ensemble(
-    paths: Sequence[str | Path], images: np.ndarray, labels: np.ndarray, batch_size: int = 1000
+    paths: Sequence[str | Path],
+    images: np.ndarray,
+    labels: np.ndarray,
+    batch_size: int = INFERENCE_BATCH,
 ) -> dict[str, Any]:
     """:func:`score_ensemble` of the members named by ``paths`` on ``images`` / ``labels``,
     plus ``"paths"`` (the model files used)."""

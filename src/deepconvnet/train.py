@@ -225,7 +225,7 @@ def train(
     from deepconvnet.data import to_float
 
     test_x = to_float(dataset.test_images)
-    test = evaluate_predictions(model.predict(test_x, batch_size=1000), dataset.test_labels)
+    test = evaluate_predictions(model.predict(test_x), dataset.test_labels)
     _finish_run(run_dir, model, optimizer, state, test, time.perf_counter() - started)
     log(f"test accuracy {test['accuracy']:.4f} ({test['correct']}/{test['total']})")
     return RunResult(
@@ -305,7 +305,7 @@ def _end_epoch(config, model, optimizer, val, state: TrainState, epoch: int) -> 
     }
     val_x, val_t = val
     if len(val_t):
-        record["val_acc"] = float(np.mean(model.predict(val_x, batch_size=1000) == val_t))
+        record["val_acc"] = float(np.mean(model.predict(val_x) == val_t))
     record["seconds"] = state.epoch_seconds
     state.history.append(record)
     state.train_seconds += state.epoch_seconds

@@ -70,7 +70,7 @@ def run_misclassified(args: argparse.Namespace) -> int:
     model = load_model(model_path)
     dataset = load_dataset(args.dataset, args.data_dir)
     images = to_float(dataset.test_images)
-    mistakes = misclassified(model.predict_proba(images, batch_size=1000), dataset.test_labels)
+    mistakes = misclassified(model.predict_proba(images), dataset.test_labels)
     shown = mistakes[: args.max]
     out = Path(args.out) if args.out else model_path.parent / "plots" / "misclassified.png"
     total = len(dataset.test_labels)

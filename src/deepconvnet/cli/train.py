@@ -231,7 +231,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     model_path = resolve_model_path(args.model)
     model = load_model(model_path)
     dataset = load_dataset(args.dataset, args.data_dir)
-    predicted = model.predict(to_float(dataset.test_images), batch_size=1000)
+    predicted = model.predict(to_float(dataset.test_images))
     report = evaluate_predictions(predicted, dataset.test_labels, len(dataset.class_names))
     plot = confusion_heatmap(
         report["confusion"],
