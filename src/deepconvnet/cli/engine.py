@@ -69,14 +69,20 @@ def _summary_table(summary: dict) -> str:
 
 
 def _filters_table(rows: list[dict]) -> str:
-    lines = [f"{'3x3 layers':>10}{'rf':>5}{'stacked':>9}{'single':>8}{'weights':>9}{'ratio':>7}"]
+    """Figures 8-5/8-6: k stacked 3x3 convs see as far as one (2k+1)x(2k+1) filter."""
+    lines = [
+        "Stacked 3x3 convolutions vs one large filter of the same receptive field",
+        "(weights per input/output channel pair, biases aside)",
+        f"{'3x3 layers':>10}{'receptive field':>17}{'3x3 stack':>11}{'one filter':>12}"
+        f"{'its weights':>13}{'stack/one':>11}",
+    ]
     for r in rows:
+        size = f"{r['single_filter']}"
         lines.append(
-            f"{r['layers']:>10}{r['receptive_field']:>5}{r['stacked_weights']:>9}"
-            f"{r['single_filter']:>8}{r['single_weights']:>9}{r['ratio']:>7.2f}"
+            f"{r['layers']:>10}{r['receptive_field']:>17}{r['stacked_weights']:>11}"
+            f"{size:>12}{r['single_weights']:>13}{r['ratio']:>11.2f}"
         )
-    lines.append("weights per input/output channel pair")
-    return "\n".join(lines)
+    return "\n".join(lines) + "\n"
 
 
 def run_gradcheck(args: argparse.Namespace) -> int:
