@@ -40,21 +40,26 @@ def train_one(seed: int, epochs: int, threads: int | None, out: Path, extra: lis
     print("$", " ".join(cmd[1:]), flush=True)
     start = time.perf_counter()
     subprocess.run(cmd, check=True)
-    wall = time.perf_counter() - start
+    return run_row(out, time.perf_counter() - start)
+
+
+def run_row(out: Path, wall: float | None = None) -> dict:
+    """One finished run's figures (``wall`` unknown for runs tabulated after the fact)."""
     results = json.loads((out / "results.json").read_text())
+    config = json.loads((out / "config.json").read_text())
     return {
-        "seed": seed,
+        "seed": config["config"]["seed"],
         "run_dir": str(out),
         "test_accuracy": results["test_accuracy"],
         "seconds_per_epoch": results["seconds_per_epoch"],
-        "wall_seconds": wall,
+        "wall_seconds": wall if wall is not None else results["train_seconds"],
         "peak_rss_mib": results["peak_rss_mib"],
     }
 
 
 def table(rows: list[dict], epochs: int) -> str:
     lines = [
-        "| seed | test accuracy | s/epoch | wall (min) | peak RSS (MiB) |",
+        "| seed | test accuracy | s/epoch | time (min) | peak RSS (MiB) |",
         "| ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
@@ -74,14 +79,27 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--runs", type=Path, default=Path("runs/reproduce_book"))
+    parser.add_argument(
+        "--from",
+        dest="existing",
+        type=Path,
+        nargs="+",
+        metavar="RUN_DIR",
+        help="tabulate finished runs instead of training (e.g. runs resumed elsewhere)",
+    )
     parser.add_argument("extra", nargs="*", help="further train options, after --")
     args = parser.parse_args()
 
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    rows = [
-        train_one(seed, args.epochs, args.threads, args.runs / f"{stamp}-seed{seed}", args.extra)
-        for seed in args.seeds
-    ]
+    if args.existing:
+        rows = [run_row(run_dir) for run_dir in args.existing]
+    else:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        rows = [
+            train_one(
+                seed, args.epochs, args.threads, args.runs / f"{stamp}-seed{seed}", args.extra
+            )
+            for seed in args.seeds
+        ]
     median = statistics.median(r["test_accuracy"] for r in rows)
     report = table(rows, args.epochs)
     print()
