@@ -13,8 +13,8 @@ ratios. When those variables are set in the calling
 environment, a second pass repeats the pairs with them kept, to show what they cost.
 
 Input is random (no MNIST needed): batch 100 of (1, 28, 28) float32 for training (forward +
-backward + Adam, dropout 0.5 on), 10,000 images for inference. An epoch is extrapolated from
-600 steps.
+backward + Adam, dropout 0.5 on), 10,000 images for inference in batches of INFERENCE_BATCH
+(200) for both engines. An epoch is extrapolated from 600 steps.
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+INFERENCE_BATCH = 200  # deepconvnet's default; the same for PyTorch, so both do the same work
 
 BATCH = 100
 STEPS_PER_EPOCH = 60_000 // BATCH
@@ -86,7 +88,7 @@ def worker_numpy(backend: str, threads: int, steps: int, infer_images: int) -> d
 
     times = _time_steps(step, _batches(rng, 8), warmup=3, steps=steps)
     images = rng.random((infer_images, 1, 28, 28), dtype=np.float32)
-    infer = _time_inference(lambda x: model.predict(x, batch_size=1000), images)
+    infer = _time_inference(lambda x: model.predict(x, batch_size=INFERENCE_BATCH), images)
     return {"step_s": times, "infer_s": infer, "infer_images": infer_images, "blas": blas_info()}
 
 
@@ -101,7 +103,7 @@ def worker_torch(threads: int, steps: int, infer_images: int) -> dict:
     peer = Peer(threads)
     times = _time_steps(peer.train_step, _batches(rng, 8), warmup=3, steps=steps)
     images = rng.random((infer_images, 1, 28, 28), dtype=np.float32)
-    infer = _time_inference(peer.predict, images)
+    infer = _time_inference(lambda x: peer.predict(x, batch_size=INFERENCE_BATCH), images)
     return {
         "step_s": times,
         "infer_s": infer,
