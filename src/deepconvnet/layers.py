@@ -66,7 +66,18 @@ class Layer:
         return f"{type(self).__name__}({args})"
 
 
-class Convolution(Layer):
+class _WeightedLayer(Layer):
+    """A layer with weights ``W`` (drawn by its ``weight_init`` rule) and biases ``b`` (zero)."""
+
+    weight_init: str
+
+    def initialize(self, rng: np.random.Generator) -> None:
+        W = self.params["W"]
+        W[...] = init.initialize(self.weight_init, W.shape, rng, W.dtype)
+        self.params["b"][...] = 0
+
+
+class Convolution(_WeightedLayer):
     """2-D cross-correlation with ``out_channels`` filters of ``kernel_size`` (int or (kh, kw))."""
 
     def __init__(
@@ -98,11 +109,6 @@ class Convolution(Layer):
             "pad": self.pad,
             "weight_init": self.weight_init,
         }
-
-    def initialize(self, rng: np.random.Generator) -> None:
-        W = self.params["W"]
-        W[...] = init.initialize(self.weight_init, W.shape, rng, W.dtype)
-        self.params["b"][...] = 0
 
     def output_shape(self, input_shape: Shape) -> Shape:
         _, h, w = input_shape
@@ -165,7 +171,7 @@ class MaxPooling(Layer):
         return for_layout(self.layout).maxpool_backward(dout, self._cache)
 
 
-class Affine(Layer):
+class Affine(_WeightedLayer):
     """``x @ W + b`` on the flattened input; flattens in NCHW order whatever the layout."""
 
     def __init__(self, in_features: int, out_features: int, weight_init: str = "he") -> None:
@@ -184,11 +190,6 @@ class Affine(Layer):
             "out_features": self.out_features,
             "weight_init": self.weight_init,
         }
-
-    def initialize(self, rng: np.random.Generator) -> None:
-        W = self.params["W"]
-        W[...] = init.initialize(self.weight_init, W.shape, rng, W.dtype)
-        self.params["b"][...] = 0
 
     def output_shape(self, input_shape: Shape) -> Shape:
         n_in = int(np.prod(input_shape))

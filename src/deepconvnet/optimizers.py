@@ -126,15 +126,8 @@ class Momentum(Optimizer):
         p += v
 
 
-class Nesterov(Optimizer):
+class Nesterov(Momentum):
     """The book's formulation: v = m*v - lr*g; p += m*m*v - (1 + m)*lr*g."""
-
-    slots = ("v",)
-    hyperparameters = ("momentum",)
-
-    def __init__(self, lr: float = 0.01, momentum: float = 0.9, weight_decay: float = 0.0) -> None:
-        super().__init__(lr, weight_decay)
-        self.momentum = float(momentum)
 
     def _update(self, key, p, g, tmp):
         m = self.momentum
