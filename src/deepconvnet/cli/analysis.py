@@ -12,6 +12,7 @@ from deepconvnet.cli.common import (
     add_data_options,
     add_model_argument,
     add_threads_option,
+    load_trained_model,
     nonnegative_int,
     positive_int,
 )
@@ -60,14 +61,10 @@ def _register_misclassified(sub: argparse._SubParsersAction) -> None:
 
 def run_misclassified(args: argparse.Namespace) -> int:
     from deepconvnet.analysis import misclassified
-    from deepconvnet.checkpoint import load_model, resolve_model_path
     from deepconvnet.data import load_dataset, to_float
     from deepconvnet.plots import misclassified_grid
-    from deepconvnet.threads import set_threads
 
-    set_threads(args.threads)
-    model_path = resolve_model_path(args.model)
-    model = load_model(model_path)
+    model_path, model = load_trained_model(args)
     dataset = load_dataset(args.dataset, args.data_dir)
     images = to_float(dataset.test_images)
     mistakes = misclassified(model.predict_proba(images), dataset.test_labels)
@@ -121,13 +118,11 @@ def _register_visualize(sub: argparse._SubParsersAction) -> None:
 
 def run_visualize(args: argparse.Namespace) -> int:
     from deepconvnet.analysis import feature_maps, first_conv_weights
-    from deepconvnet.checkpoint import load_model, resolve_model_path
     from deepconvnet.data import load_dataset, to_float
     from deepconvnet.errors import DeepConvNetError
     from deepconvnet.plots import feature_maps_grid, filters_grid
 
-    model_path = resolve_model_path(args.model)
-    model = load_model(model_path)
+    _, model = load_trained_model(args)
     weights = first_conv_weights(model)
     dataset = load_dataset(args.dataset, args.data_dir)
     if args.index >= len(dataset.test_labels):

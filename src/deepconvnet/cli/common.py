@@ -72,3 +72,15 @@ def add_model_argument(parser: argparse.ArgumentParser) -> None:
         metavar="RUN_DIR|model.npz",
         help="a run directory (its model.npz is used) or a model.npz file",
     )
+
+
+def load_trained_model(args: argparse.Namespace):
+    """Apply ``--threads`` (when the command has it) and load the model named by the positional
+    argument: returns ``(model_path, model)``, the path so figures can be saved beside it."""
+    from deepconvnet.checkpoint import load_model, resolve_model_path
+    from deepconvnet.threads import set_threads
+
+    if hasattr(args, "threads"):
+        set_threads(args.threads)
+    model_path = resolve_model_path(args.model)
+    return model_path, load_model(model_path)

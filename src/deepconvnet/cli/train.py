@@ -11,6 +11,7 @@ from deepconvnet.cli.common import (
     add_data_options,
     add_model_argument,
     add_threads_option,
+    load_trained_model,
     nonnegative_int,
     positive_float,
     positive_int,
@@ -222,14 +223,10 @@ def _register_evaluate(sub: argparse._SubParsersAction) -> None:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     from deepconvnet.analysis import evaluate_predictions, format_confusion
-    from deepconvnet.checkpoint import load_model, resolve_model_path
     from deepconvnet.data import load_dataset, to_float
     from deepconvnet.plots import confusion_heatmap
-    from deepconvnet.threads import set_threads
 
-    set_threads(args.threads)
-    model_path = resolve_model_path(args.model)
-    model = load_model(model_path)
+    model_path, model = load_trained_model(args)
     dataset = load_dataset(args.dataset, args.data_dir)
     predicted = model.predict(to_float(dataset.test_images))
     report = evaluate_predictions(predicted, dataset.test_labels, len(dataset.class_names))
