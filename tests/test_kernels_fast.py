@@ -247,3 +247,50 @@ def test_empty_batch_gives_empty_outputs_and_zero_parameter_gradients():
     dx, dW, db = fast.conv2d_backward(y, cache)
     assert dx.shape == (0, 6, 6, 8)
     assert not dW.any() and not db.any()
+
+
+def relu_after_conv(kernels, x, W, b, stride, pad, dy):
+    """Convolution then the book's ReLU layer (mask ``pre > 0``), forward and backward."""
+    pre, cache = kernels.conv2d_forward(x, W, b, stride, pad)
+    mask = pre > 0
+    dx, dW, db = kernels.conv2d_backward(dy * mask, cache)
+    return pre * mask, dx, dW, db
+
+
+@pytest.mark.parametrize("kernels", [fast, reference], ids=["fast", "reference"])
+@pytest.mark.parametrize(
+    "case", [(4, 16, 9, 7, 8, 1, 1), (3, 1, 8, 8, 4, 1, 1), (3, 8, 9, 7, 8, 2, 1)]
+)
+def test_fused_relu_equals_convolution_then_relu(kernels, case):
+    # Blank image rows and zero biases make many pre-activations exactly 0: the fused mask must
+    # give them zero gradient, as the book's ReLU does (grid, C = 1 and stride-2 paths).
+    n, c, h, w, f, stride, pad = case
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((n, c, h, w))
+    x[:, :, : h // 2] = 0
+    W, b = rng.standard_normal((f, c, 3, 3)), np.zeros(f)
+    if kernels is fast:
+        x = to_nhwc(x)
+    y_shape = kernels.conv2d_forward(x, W, b, stride, pad)[0].shape
+    dy = rng.standard_normal(y_shape)
+    want = relu_after_conv(kernels, x, W, b, stride, pad, dy)
+    assert (want[0] == 0).mean() > 0.5  # the blank rows and the negative half
+    y, cache = kernels.conv2d_forward(x, W, b, stride, pad, relu=True)
+    got = (y, *kernels.conv2d_backward(dy, cache))
+    for name, g, e in zip(("y", "dx", "dW", "db"), got, want, strict=True):
+        assert rel_err(g, e) < 1e-12, name
+
+
+@pytest.mark.parametrize("kernels", [fast, reference], ids=["fast", "reference"])
+def test_input_grad_false_skips_dx_and_keeps_the_parameter_gradients(kernels):
+    rng = np.random.default_rng(12)
+    for c, stride in [(16, 1), (1, 1), (8, 2)]:
+        x = rng.standard_normal((3, 9, 7, c) if kernels is fast else (3, c, 9, 7))
+        W, b = rng.standard_normal((8, c, 3, 3)), rng.standard_normal(8)
+        y, cache = kernels.conv2d_forward(x, W, b, stride, 1)
+        dy = rng.standard_normal(y.shape)
+        _, dW, db = kernels.conv2d_backward(dy, cache)
+        dx, dW_skip, db_skip = kernels.conv2d_backward(dy, cache, input_grad=False)
+        assert dx is None
+        np.testing.assert_array_equal(dW_skip, dW)
+        np.testing.assert_array_equal(db_skip, db)

@@ -3,6 +3,7 @@ import pytest
 
 from deepconvnet.errors import DeepConvNetError
 from deepconvnet.gradcheck import check_model
+from deepconvnet.layers import Convolution, ReLU
 from deepconvnet.models import Sequential, build_model
 from deepconvnet.optimizers import build_optimizer
 
@@ -55,3 +56,31 @@ def test_overfits_100_images(rng):
         if step % 5 == 4 and model.accuracy(x, t) == 1.0:
             break
     assert model.accuracy(x, t) == 1.0
+
+
+def test_fast_backend_fuses_conv_relu_pairs_and_reference_keeps_them_apart():
+    model = build_model("deepconvnet", backend="fast")
+    fused = [layer.fused_relu for layer in model.layers if isinstance(layer, Convolution)]
+    assert fused == [True] * 6
+    assert sum(isinstance(layer, ReLU) and layer.fused for layer in model.layers) == 6
+    model.set_backend("reference")
+    assert not any(getattr(layer, "fused_relu", False) for layer in model.layers)
+    assert not any(getattr(layer, "fused", False) for layer in model.layers)
+    bn = build_model("deepconvnet-bn", backend="fast")  # conv - BatchNorm - ReLU: nothing to fuse
+    assert not any(getattr(layer, "fused_relu", False) for layer in bn.layers)
+
+
+@pytest.mark.parametrize("backend", ["fast", "reference"])
+def test_backward_without_input_grad_gives_the_same_parameter_gradients(backend, rng):
+    model = build_model("deepconvnet", backend=backend, rng=np.random.default_rng(3))
+    x = rng.random((4, 1, 28, 28)).astype(np.float32)
+    t = rng.integers(0, 10, 4)
+    model.loss(x, t, train=True)
+    for dropout in model.dropout_layers():
+        dropout.hold_mask()  # the same dropout masks for both passes
+    assert model.backward().shape == x.shape
+    full = {k: v.copy() for k, v in model.grads().items()}
+    model.loss(x, t, train=True)
+    assert model.backward(input_grad=False) is None
+    for key, grad in model.grads().items():
+        np.testing.assert_array_equal(grad, full[key], err_msg=key)

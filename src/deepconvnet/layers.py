@@ -99,6 +99,8 @@ class Convolution(_WeightedLayer):
         self.params["b"] = np.zeros(self.out_channels, np.float32)
         self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
         self._cache: Any = None
+        # Set by Sequential when the next layer is a ReLU it runs here (see ReLU.fused).
+        self.fused_relu = False
 
     def config(self) -> dict[str, Any]:
         return {
@@ -122,12 +124,14 @@ class Convolution(_WeightedLayer):
     def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
         kernels = for_layout(self.layout)
         y, self._cache = kernels.conv2d_forward(
-            x, self.params["W"], self.params["b"], self.stride, self.pad
+            x, self.params["W"], self.params["b"], self.stride, self.pad, relu=self.fused_relu
         )
         return y
 
-    def backward(self, dout: np.ndarray) -> np.ndarray:
-        dx, dW, db = for_layout(self.layout).conv2d_backward(dout, self._cache)
+    def backward(self, dout: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
+        """dL/dx (None when ``input_grad`` is False: the first layer's is never used)."""
+        kernels = for_layout(self.layout)
+        dx, dW, db = kernels.conv2d_backward(dout, self._cache, input_grad=input_grad)
         self.grads["W"] = dW
         self.grads["b"] = db
         return dx
@@ -217,17 +221,26 @@ class Affine(_WeightedLayer):
 
 
 class ReLU(Layer):
-    """``max(0, x)``; the gradient at exactly 0 is 0, as in the book."""
+    """``max(0, x)``; the gradient at exactly 0 is 0, as in the book.
+
+    ``fused`` means the convolution before it already applies the ReLU (forward) and its mask
+    (backward) on each block while the block is in cache; this layer then passes data through.
+    """
 
     def __init__(self) -> None:
         super().__init__()
         self._mask: np.ndarray | None = None
+        self.fused = False
 
     def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
+        if self.fused:
+            return x
         self._mask = x > 0
         return np.maximum(x, 0, dtype=x.dtype)
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
+        if self.fused:
+            return dout
         return dout * self._mask
 
 

@@ -155,6 +155,18 @@ class Sequential:
         for layer in self.layers:
             layer.layout = layout
         self.backend = backend
+        self._fuse_conv_relu(backend == "fast")
+
+    def _fuse_conv_relu(self, fuse: bool) -> None:
+        """Run each ReLU that directly follows a Convolution inside it (fast backend only).
+
+        The fused ReLU costs no pass of its own over the activations: the convolution rectifies
+        each block it has just written, and masks ``dy`` while copying it onto its grid. The
+        reference backend keeps the book's separate layers.
+        """
+        for layer, after in zip(self.body, self.body[1:], strict=False):
+            if isinstance(layer, Convolution) and isinstance(after, ReLU):
+                layer.fused_relu = after.fused = fuse
 
     # -- computation ------------------------------------------------------------------------
     def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
@@ -172,11 +184,22 @@ class Sequential:
             raise DeepConvNetError(f"model {self.name!r} has no loss layer")
         return self.loss_layer.forward(self.forward(x, train=train), t)
 
-    def backward(self) -> np.ndarray:
-        """Fill every layer's grads after :meth:`loss`; returns dL/dx (NCHW)."""
+    def backward(self, input_grad: bool = True) -> np.ndarray | None:
+        """Fill every layer's grads after :meth:`loss`; returns dL/dx (NCHW).
+
+        ``input_grad=False`` (training) returns None and lets a first Convolution skip its
+        input gradient.
+        """
         dout = self.loss_layer.backward(1.0)
-        for layer in reversed(self.body):
+        for layer in reversed(self.body[1:]):
             dout = layer.backward(dout)
+        first = self.body[0]
+        if isinstance(first, Convolution):
+            dout = first.backward(dout, input_grad=input_grad)
+        else:
+            dout = first.backward(dout)
+        if not input_grad:
+            return None
         if self.backend == "fast" and dout.ndim == 4:
             dout = dout.transpose(0, 3, 1, 2)
         return dout

@@ -286,7 +286,7 @@ def _fit(config, model, optimizer, schedule, loader, val, state, run_dir, stop, 
 
 def _train_step(model, optimizer, x: np.ndarray, t: np.ndarray, state: TrainState) -> float:
     loss = float(model.loss(x, t, train=True))
-    model.backward()
+    model.backward(input_grad=False)
     optimizer.step(model.params(), model.grads())
     state.batch += 1
     state.step += 1

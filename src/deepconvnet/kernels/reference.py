@@ -6,8 +6,8 @@ Python loop is the book's loop over filter offsets.
 
 Contract shared with :mod:`deepconvnet.kernels.fast` (``x`` is NCHW here)::
 
-    conv2d_forward(x, W, b, stride, pad) -> (y, cache)     W: (out, in, kh, kw), b: (out,)
-    conv2d_backward(dy, cache) -> (dx, dW, db)
+    conv2d_forward(x, W, b, stride, pad, relu=False) -> (y, cache)   W: (out, in, kh, kw), b: (out,)
+    conv2d_backward(dy, cache, input_grad=True) -> (dx or None, dW, db)
     maxpool_forward(x, pool_h, pool_w, stride, pad) -> (y, cache)
     maxpool_backward(dy, cache) -> dx
 
@@ -15,7 +15,9 @@ Contract shared with :mod:`deepconvnet.kernels.fast` (``x`` is NCHW here)::
 ``(H + 2*pad - kh) // stride + 1``. Convolution pads with zeros; max-pooling pads with ``-inf``
 (as PyTorch does) so a padded cell never wins a window. Max-pooling sends each window's gradient
 to its FIRST maximum in row-major window order (``argmax``): MNIST has exact ties. Every output
-keeps the input's dtype; ``cache`` is opaque to callers.
+keeps the input's dtype; ``cache`` is opaque to callers. ``relu=True`` is a ReLU layer fused into
+the convolution (``y = max(0, conv)``; ``dy`` then flows back through ``y > 0``), and
+``input_grad=False`` skips dx (the first layer's input gradient is never used in training).
 """
 
 from __future__ import annotations
@@ -78,7 +80,7 @@ def col2im(
 
 
 def conv2d_forward(
-    x: np.ndarray, W: np.ndarray, b: np.ndarray, stride: int, pad: int
+    x: np.ndarray, W: np.ndarray, b: np.ndarray, stride: int, pad: int, relu: bool = False
 ) -> tuple[np.ndarray, tuple]:
     """Cross-correlate (N, C, H, W) with W (F, C, kh, kw), add b (F,): returns (N, F, OH, OW)."""
     n, c, h, w = x.shape
@@ -91,16 +93,24 @@ def conv2d_forward(
     y = col @ col_W.T
     y += b
     y = np.ascontiguousarray(y.reshape(n, oh, ow, f).transpose(0, 3, 1, 2))
-    return y, (x.shape, col, W, stride, pad)
+    if relu:
+        y = np.maximum(y, 0)
+    return y, (x.shape, col, W, stride, pad, y if relu else None)
 
 
-def conv2d_backward(dy: np.ndarray, cache: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def conv2d_backward(
+    dy: np.ndarray, cache: tuple, input_grad: bool = True
+) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
     """Gradients of :func:`conv2d_forward` w.r.t. x, W and b, given dL/dy (N, F, OH, OW)."""
-    x_shape, col, W, stride, pad = cache
+    x_shape, col, W, stride, pad, relu_out = cache
     f, _, kh, kw = W.shape
+    if relu_out is not None:
+        dy = dy * (relu_out > 0)
     dy_rows = dy.transpose(0, 2, 3, 1).reshape(-1, f)
     db = dy_rows.sum(axis=0)
     dW = (dy_rows.T @ col).reshape(W.shape)
+    if not input_grad:
+        return None, dW, db
     dcol = dy_rows @ W.reshape(f, -1)
     dx = col2im(dcol, x_shape, kh, kw, stride, pad)
     return dx, dW, db
