@@ -22,6 +22,8 @@ from deepconvnet.data.augment import (
     augmented_variants,
     gaussian_matrix,
     parse_augment,
+    sample,
+    sample_reference,
     warp_affine,
 )
 from deepconvnet.data.loader import BatchLoader
@@ -361,3 +363,20 @@ def test_augment_preview_rejects_a_bad_spec(tmp_path, capsys):
     assert main(["augment-preview", "--out", str(tmp_path / "x.png"), "--augment", "spin=1"]) == 2
     assert "spin=1" in capsys.readouterr().err
     assert not (tmp_path / "x.png").exists()
+
+
+def test_fast_sampling_matches_scipy_reference_inside_outside_and_on_the_edges():
+    rng = np.random.default_rng(21)
+    x = rng.random((6, 2, 9, 7), dtype=np.float32)
+    coords = np.stack([rng.uniform(-4, 12, (6, 9, 7)), rng.uniform(-4, 10, (6, 9, 7))])
+    edges = np.array([[-1.0, -0.5, 8.5], [6.0, 6.5, -1.0]])  # on the edges, half a pixel out
+    coords[:, :, 0, :3] = edges[:, None, :]
+    coords[:, :, 1, 0] = np.array([1e9, -1e9])[:, None]  # far away: zero
+    got = sample(x, coords)
+    want = sample_reference(x, coords)
+    assert got.dtype == np.float32 and got.shape == x.shape
+    np.testing.assert_allclose(got, want, atol=2e-6)
+    assert (got[:, :, 1, 0] == 0).all()
+    integer = np.stack(np.meshgrid(np.arange(9.0), np.arange(7.0), indexing="ij"))
+    identity = np.broadcast_to(integer[:, None], (2, 6, 9, 7))
+    np.testing.assert_array_equal(sample(x, identity), x)  # whole pixels: exact copies

@@ -10,8 +10,8 @@ never changed.
 Geometric transforms are *warps*: they say, for each output pixel, where in the input to sample.
 :class:`Compose` fuses a run of warps (flip, crop, rotation + shift + scale + shear, and one elastic
 distortion at the end of the run) into a single sampling grid per image, so an augmented image is
-interpolated once, however many geometric transforms it went through — one bilinear
-``scipy.ndimage.map_coordinates`` call for the whole batch.
+interpolated once, however many geometric transforms it went through — one vectorised bilinear
+gather for the whole batch (:func:`sample`; :func:`sample_reference` is the same with scipy).
 
 Flips change what a digit means (a mirrored 2 is no 2), so they are available for other data but
 left out of every preset; the trainer may warn when a flip is asked for on a digit dataset.
@@ -62,20 +62,51 @@ def identity_grid(n: int, height: int, width: int) -> np.ndarray:
     return np.broadcast_to(grid, (n, 3, height * width))
 
 
+def sample_reference(x: np.ndarray, coords: np.ndarray) -> np.ndarray:
+    """Bilinear sampling, zero outside, with scipy: the readable definition :func:`sample` meets.
+
+    ``x`` is ``(N, C, H, W)``; ``coords`` is ``(2, N, H, W)`` (source row, source column of every
+    output pixel), shared by the channels of an image.
+    """
+    out = np.empty(x.shape, dtype=np.float32)
+    for i, image in enumerate(np.asarray(x, dtype=np.float32)):
+        for ch, plane in enumerate(image):
+            out[i, ch] = ndimage.map_coordinates(
+                plane, coords[:, i], order=1, mode="grid-constant", output=np.float32
+            )
+    return np.clip(out, 0.0, 1.0, out=out)
+
+
 def sample(x: np.ndarray, coords: np.ndarray) -> np.ndarray:
     """Bilinear sampling of each image of ``x`` at its own coordinates, zero outside.
 
-    ``x`` is ``(N, C, H, W)``; ``coords`` is ``(2, N, H, W)`` (source row, source column of every
-    output pixel), shared by the channels of an image. One ``map_coordinates`` call does the whole
-    batch: the image index is a third, integer coordinate, so it interpolates nothing.
+    Same contract as :func:`sample_reference`, for the whole batch at once: the four neighbours of
+    every output pixel are gathered from the images framed by one zero pixel, and weighted. Plain
+    NumPy releases the GIL, so this runs beside a training step in the loader's thread (scipy's
+    ``map_coordinates`` took 5 ms per batch of 100 and measured 14 % more wall time per epoch).
     """
     n, c, h, w = x.shape
-    stacked = np.ascontiguousarray(x, dtype=np.float32).reshape(n * c, h, w)
-    image_index = np.broadcast_to(np.arange(n * c, dtype=np.float64)[:, None, None], (n * c, h, w))
-    per_channel = np.repeat(coords, c, axis=1) if c > 1 else coords
-    full = np.concatenate([image_index[None], per_channel], axis=0)
-    out = ndimage.map_coordinates(stacked, full, order=1, mode="grid-constant", output=np.float32)
-    return np.clip(out, 0.0, 1.0, out=out).reshape(n, c, h, w)
+    framed = np.zeros((n, c, h + 2, w + 2), dtype=np.float32)
+    framed[:, :, 1:-1, 1:-1] = x
+    rows, cols = np.asarray(coords[0], np.float32), np.asarray(coords[1], np.float32)
+    top_row, left_col = np.floor(rows), np.floor(cols)
+    fr, fc = rows - top_row, cols - left_col
+    # Frame index of each neighbour; anything outside the image reads the zero frame.
+    top = np.clip(top_row, -2, h).astype(np.int32)  # clipped first: huge coordinates stay finite
+    left = np.clip(left_col, -2, w).astype(np.int32)
+    r0, r1 = np.clip(top, -1, h) + 1, np.clip(top + 1, -1, h) + 1
+    c0, c1 = np.clip(left, -1, w) + 1, np.clip(left + 1, -1, w) + 1
+    base = (np.arange(n * c, dtype=np.int32) * (h + 2) * (w + 2)).reshape(n, c, 1, 1)
+    flat = framed.reshape(-1)
+
+    def at(r: np.ndarray, col: np.ndarray) -> np.ndarray:
+        return np.take(flat, base + (r * (w + 2) + col)[:, None])
+
+    fr, fc = fr[:, None], fc[:, None]
+    top = at(r0, c0) * (1 - fc) + at(r0, c1) * fc
+    bottom = at(r1, c0) * (1 - fc) + at(r1, c1) * fc
+    out = top * (1 - fr) + bottom * fr
+    return np.clip(out, 0.0, 1.0, out=out)
 
 
 def warp_affine(x: np.ndarray, matrices: np.ndarray) -> np.ndarray:
