@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from deepconvnet.gradcheck import check_layer
+from deepconvnet.kernels import fast as fast_kernels
 from deepconvnet.layers import (
     Affine,
     BatchNormalization,
@@ -11,6 +12,7 @@ from deepconvnet.layers import (
     ReLU,
     SoftmaxWithLoss,
 )
+from deepconvnet.threads import split_bounds
 
 
 def f64(layer, rng):
@@ -112,3 +114,49 @@ def test_affine_flattens_nhwc_in_nchw_order(rng):
     np.testing.assert_array_equal(layer.forward(np.ascontiguousarray(x.transpose(0, 2, 3, 1))), ref)
     dx = layer.backward(np.ones((2, 3), np.float32))
     assert dx.shape == (2, 2, 2, 3)
+
+
+@pytest.mark.parametrize("shape", [(6, 5), (4, 3, 5, 7), (5, 4, 6, 3)])
+@pytest.mark.parametrize("train", [True, False])
+@pytest.mark.parametrize("relu", [False, True])
+def test_batchnorm_fast_kernel_matches_the_readable_layer(rng, monkeypatch, shape, train, relu):
+    # The readable NCHW path (then a ReLU layer) against the channels-last kernel (ReLU fused);
+    # the last shape goes through the threaded path (5 images on 2 threads: 3 + 2).
+    if shape[0] == 5:
+        monkeypatch.setattr(fast_kernels, "_BN_THREADED_MIN", 1)
+        monkeypatch.setattr(fast_kernels, "chunk_bounds", lambda n: split_bounds(n, 2))
+    channels = shape[1]
+    x = rng.standard_normal(shape) * 2 + 1
+    dout = rng.standard_normal(shape)
+    layers = {}
+    for layout in ("NCHW", "NHWC"):
+        layer = f64(BatchNormalization(channels, momentum=0.8), rng)
+        layer.params["gamma"][...] = np.linspace(0.5, 2, channels)
+        layer.params["beta"][...] = np.linspace(-1, 1, channels)
+        layer.buffers["running_mean"][...] = 0.3
+        layer.buffers["running_var"][...] = 1.7
+        layer.layout = layout
+        layers[layout] = layer
+    to_last = (lambda a: a) if len(shape) == 2 else (lambda a: a.transpose(0, 2, 3, 1).copy())
+    to_first = (lambda a: a) if len(shape) == 2 else (lambda a: a.transpose(0, 3, 1, 2))
+    ref, fast = layers["NCHW"], layers["NHWC"]
+    relu_layer = ReLU()
+    y_ref = ref.forward(x, train=train)
+    if relu:
+        y_ref = relu_layer.forward(y_ref)
+    fast.fused_relu = relu
+    y_fast = to_first(fast.forward(to_last(x), train=train))
+    np.testing.assert_allclose(y_fast, y_ref, rtol=1e-12, atol=1e-12)
+    dx_ref = ref.backward(relu_layer.backward(dout) if relu else dout)
+    dx_fast = to_first(fast.backward(to_last(dout)))
+    np.testing.assert_allclose(dx_fast, dx_ref, rtol=1e-10, atol=1e-12)
+    for store in ("grads", "buffers"):
+        for key, want in getattr(ref, store).items():
+            np.testing.assert_allclose(getattr(fast, store)[key], want, rtol=1e-12, err_msg=key)
+
+
+def test_batchnorm_fast_kernel_gradients(rng):
+    layer = f64(BatchNormalization(3), rng)
+    layer.layout = "NHWC"
+    result = check_layer(layer, rng.standard_normal((4, 3, 2, 3)) * 2 + 1, rng, train=True)
+    assert result["max_relative_error"] < 1e-6, result

@@ -335,6 +335,8 @@ class BatchNormalization(Layer):
         self.buffers["running_mean"] = np.zeros(self.num_features, np.float32)
         self.buffers["running_var"] = np.ones(self.num_features, np.float32)
         self._cache: Any = None
+        # Set by Sequential (fast backend) when the next layer is a ReLU it runs here.
+        self.fused_relu = False
 
     def config(self) -> dict[str, Any]:
         return {"num_features": self.num_features, "momentum": self.momentum, "eps": self.eps}
@@ -356,6 +358,10 @@ class BatchNormalization(Layer):
         raise ValueError(f"BatchNormalization expects a 2-D or 4-D input, got shape {x.shape}")
 
     def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
+        if self.layout == "NHWC":
+            return self._forward_fast(x, train)
+        if self.fused_relu:
+            raise ValueError("a fused ReLU needs the NHWC (fast) layout")
         axes, bshape = self._axes_and_shape(x)
         gamma = self.params["gamma"].reshape(bshape)
         beta = self.params["beta"].reshape(bshape)
@@ -363,11 +369,7 @@ class BatchNormalization(Layer):
             mean = x.mean(axis=axes)
             xc = x - mean.reshape(bshape)
             var = np.mean(xc * xc, axis=axes)
-            m = self.momentum
-            self.buffers["running_mean"] *= m
-            self.buffers["running_mean"] += (1 - m) * mean
-            self.buffers["running_var"] *= m
-            self.buffers["running_var"] += (1 - m) * var
+            self._update_running(mean, var)
         else:
             xc = x - self.buffers["running_mean"].reshape(bshape)
             var = self.buffers["running_var"]
@@ -376,7 +378,35 @@ class BatchNormalization(Layer):
         self._cache = (train, axes, bshape, xn, inv_std)
         return xn * gamma + beta
 
+    def _update_running(self, mean: np.ndarray, var: np.ndarray) -> None:
+        m = self.momentum
+        self.buffers["running_mean"] *= m
+        self.buffers["running_mean"] += (1 - m) * mean
+        self.buffers["running_var"] *= m
+        self.buffers["running_var"] += (1 - m) * var
+
+    def _forward_fast(self, x: np.ndarray, train: bool) -> np.ndarray:
+        """Channels-last kernel (:func:`deepconvnet.kernels.fast.batchnorm_forward`)."""
+        kernels = for_layout(self.layout)
+        stats = (
+            (None, None) if train else (self.buffers["running_mean"], self.buffers["running_var"])
+        )
+        gamma, beta = self.params["gamma"], self.params["beta"]
+        y, mean, var, cache = kernels.batchnorm_forward(
+            x, gamma, beta, *stats, x.dtype.type(self.eps), relu=self.fused_relu
+        )
+        if train:
+            self._update_running(mean, var)
+        self._cache = ("fast", train, cache)
+        return y
+
     def backward(self, dout: np.ndarray) -> np.ndarray:
+        if self._cache[0] == "fast":
+            _, train, cache = self._cache
+            dx, self.grads["gamma"], self.grads["beta"] = for_layout(
+                self.layout
+            ).batchnorm_backward(dout, cache, train)
+            return dx
         train, axes, bshape, xn, inv_std = self._cache
         self.grads["beta"] = dout.sum(axis=axes)
         self.grads["gamma"] = (dout * xn).sum(axis=axes)

@@ -155,17 +155,17 @@ class Sequential:
         for layer in self.layers:
             layer.layout = layout
         self.backend = backend
-        self._fuse_conv_relu(backend == "fast")
+        self._fuse_relu(backend == "fast")
 
-    def _fuse_conv_relu(self, fuse: bool) -> None:
-        """Run each ReLU that directly follows a Convolution inside it (fast backend only).
+    def _fuse_relu(self, fuse: bool) -> None:
+        """Run each ReLU that follows a Convolution or BatchNorm inside it (fast backend only).
 
         The fused ReLU costs no pass of its own over the activations: the convolution rectifies
-        each block it has just written, and masks ``dy`` while copying it onto its grid. The
-        reference backend keeps the book's separate layers.
+        each block it has just written and masks ``dy`` while copying it onto its grid; BatchNorm
+        rectifies its output in place. The reference backend keeps the book's separate layers.
         """
         for layer, after in zip(self.body, self.body[1:], strict=False):
-            if isinstance(layer, Convolution) and isinstance(after, ReLU):
+            if isinstance(layer, Convolution | BatchNormalization) and isinstance(after, ReLU):
                 layer.fused_relu = after.fused = fuse
 
     # -- computation ------------------------------------------------------------------------

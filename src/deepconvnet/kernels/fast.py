@@ -53,6 +53,8 @@ from deepconvnet.kernels.reference import output_size
 from deepconvnet.threads import chunk_bounds, run_chunks
 
 __all__ = [
+    "batchnorm_backward",
+    "batchnorm_forward",
     "conv2d_backward",
     "conv2d_forward",
     "maxpool_backward",
@@ -445,3 +447,119 @@ def maxpool_backward(dy: np.ndarray, cache: tuple) -> np.ndarray:
     fn = partial(_pool_backward_chunk, dy, xp, y, ph, pw, stride, pad, tiles, dx)
     run_chunks(fn, chunk_bounds(len(dx)))
     return dx
+
+
+# ---------------------------------------------------------------------------------------------
+# Batch normalisation over the last (channel) axis
+
+
+# Below this many values, BatchNorm's passes run on one thread: measured slower split in two.
+_BN_THREADED_MIN = 1 << 19
+
+
+def _row_chunks(x: np.ndarray) -> list[tuple[int, int]]:
+    """The thread chunks of a channels-last batch, as row ranges of its (rows, C) view."""
+    per_image = x.size // max(1, x.shape[0] * x.shape[-1])
+    if x.size < _BN_THREADED_MIN:
+        return [(0, x.shape[0] * per_image)]
+    return [(a * per_image, z * per_image) for a, z in chunk_bounds(x.shape[0])]
+
+
+def _channel_sum(fn, bounds: list[tuple[int, int]]) -> np.ndarray:
+    """Sum over the chunks of ``fn(a, z)`` (per-channel partial sums), in chunk order."""
+    parts = run_chunks(fn, bounds)
+    total = parts[0].copy()
+    for part in parts[1:]:
+        total += part
+    return total
+
+
+def _ones_at(rows: np.ndarray) -> np.ndarray:
+    return np.ones(len(rows), dtype=rows.dtype)
+
+
+def batchnorm_forward(
+    x: np.ndarray,
+    gamma: np.ndarray,
+    beta: np.ndarray,
+    mean: np.ndarray | None,
+    var: np.ndarray | None,
+    eps: float,
+    relu: bool = False,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple]:
+    """Normalise each channel of channels-last ``x``; returns ``(y, batch_mean, batch_var, cache)``.
+
+    ``mean`` / ``var`` None (training) uses the batch's statistics, else those given (eval).
+    The same maths as ``BatchNormalization``'s readable path, in fewer passes and on the kernel
+    threads: channel sums are ``ones @ x`` per chunk (a GEMV, ~10x faster than ``mean`` over the
+    leading axes), the centred input is normalised in place, and ``relu`` rectifies the output
+    in place (a fused ReLU layer). Passes over 5 MB activations are memory-bound per core, so
+    each thread takes its own rows.
+    """
+    x2 = x.reshape(-1, x.shape[-1])
+    dt = x.dtype.type
+    bounds = _row_chunks(x)
+    xn = np.empty_like(x2)
+    y = np.empty_like(x2)
+    if mean is None:
+        mean = _channel_sum(lambda a, z: _ones_at(x2[a:z]) @ x2[a:z], bounds) / dt(len(x2))
+
+        def centre(a: int, z: int) -> np.ndarray:
+            np.subtract(x2[a:z], mean, out=xn[a:z])
+            np.square(xn[a:z], out=y[a:z])  # y as scratch
+            return _ones_at(y[a:z]) @ y[a:z]
+
+        var = _channel_sum(centre, bounds) / dt(len(x2))
+    else:
+        mean = mean.astype(x.dtype, copy=False)
+        run_chunks(lambda a, z: np.subtract(x2[a:z], mean, out=xn[a:z]), bounds)
+    inv_std = (1.0 / np.sqrt(var + eps)).astype(x.dtype)
+
+    def normalise(a: int, z: int) -> None:
+        xn[a:z] *= inv_std
+        np.multiply(xn[a:z], gamma, out=y[a:z])
+        y[a:z] += beta
+        if relu:
+            np.maximum(y[a:z], 0, out=y[a:z])
+
+    run_chunks(normalise, bounds)
+    y = y.reshape(x.shape)
+    return y, mean, var, (xn, inv_std, gamma, y if relu else None, bounds)
+
+
+def batchnorm_backward(
+    dy: np.ndarray, cache: tuple, train: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Gradients ``(dx, dgamma, dbeta)`` of :func:`batchnorm_forward` given dL/dy.
+
+    With batch statistics, ``dx = k * (dy - mean(dy) - xn * mean(dy * xn))`` where
+    ``k = gamma * inv_std``.
+    """
+    xn, inv_std, gamma, relu_out, bounds = cache
+    dy2 = np.ascontiguousarray(dy, dtype=xn.dtype).reshape(xn.shape)
+    masked = np.empty_like(dy2) if relu_out is not None else dy2
+    work = np.empty_like(dy2)
+    relu2 = None if relu_out is None else relu_out.reshape(xn.shape)
+
+    def sums(a: int, z: int) -> np.ndarray:
+        if relu2 is not None:
+            np.multiply(dy2[a:z], relu2[a:z] > 0, out=masked[a:z])
+        np.multiply(masked[a:z], xn[a:z], out=work[a:z])
+        ones = _ones_at(work[a:z])
+        return np.stack([ones @ masked[a:z], ones @ work[a:z]])
+
+    dbeta, dgamma = _channel_sum(sums, bounds)
+    k = (gamma * inv_std).astype(dy2.dtype)
+    count = dy2.dtype.type(len(dy2))
+    a_coef, b_coef = -k * dgamma / count, -k * dbeta / count
+    dx = np.empty_like(dy2)
+
+    def input_grad(a: int, z: int) -> None:
+        np.multiply(masked[a:z], k, out=dx[a:z])
+        if train:
+            np.multiply(xn[a:z], a_coef, out=work[a:z])
+            dx[a:z] += work[a:z]
+            dx[a:z] += b_coef
+
+    run_chunks(input_grad, bounds)
+    return dx.reshape(dy.shape), dgamma, dbeta
