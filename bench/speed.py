@@ -81,9 +81,9 @@ def worker_numpy(backend: str, threads: int, steps: int, infer_images: int) -> d
     model.set_backend(backend)
     optimizer = build_optimizer("adam", lr=0.001)
 
-    def step(x, t):
+    def step(x, t):  # what deepconvnet.train does per batch (no gradient for the images)
         model.loss(x, t, train=True)
-        model.backward()
+        model.backward(input_grad=False)
         optimizer.step(model.params(), model.grads())
 
     times = _time_steps(step, _batches(rng, 8), warmup=3, steps=steps)
