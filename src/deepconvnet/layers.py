@@ -223,8 +223,8 @@ class Affine(_WeightedLayer):
 class ReLU(Layer):
     """``max(0, x)``; the gradient at exactly 0 is 0, as in the book.
 
-    ``fused`` means the convolution before it already applies the ReLU (forward) and its mask
-    (backward) on each block while the block is in cache; this layer then passes data through.
+    ``fused`` means the Convolution or BatchNormalization before it already applies the ReLU
+    (forward) and its mask (backward) in its own passes; this layer then passes data through.
     """
 
     def __init__(self) -> None:
@@ -397,15 +397,16 @@ class BatchNormalization(Layer):
         )
         if train:
             self._update_running(mean, var)
-        self._cache = ("fast", train, cache)
+        self._cache = (train, cache)
         return y
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
-        if self._cache[0] == "fast":
-            _, train, cache = self._cache
-            dx, self.grads["gamma"], self.grads["beta"] = for_layout(
-                self.layout
-            ).batchnorm_backward(dout, cache, train)
+        if self.layout == "NHWC":  # the same choice as forward's
+            train, cache = self._cache
+            kernels = for_layout(self.layout)
+            dx, self.grads["gamma"], self.grads["beta"] = kernels.batchnorm_backward(
+                dout, cache, train
+            )
             return dx
         train, axes, bshape, xn, inv_std = self._cache
         self.grads["beta"] = dout.sum(axis=axes)

@@ -90,19 +90,19 @@ def sample(x: np.ndarray, coords: np.ndarray) -> np.ndarray:
     framed[:, :, 1:-1, 1:-1] = x
     rows, cols = np.asarray(coords[0], np.float32), np.asarray(coords[1], np.float32)
     top_row, left_col = np.floor(rows), np.floor(cols)
-    fr, fc = rows - top_row, cols - left_col
+    # Fractional offsets, shaped to broadcast over the channels.
+    fr, fc = (rows - top_row)[:, None], (cols - left_col)[:, None]
     # Frame index of each neighbour; anything outside the image reads the zero frame.
-    top = np.clip(top_row, -2, h).astype(np.int32)  # clipped first: huge coordinates stay finite
-    left = np.clip(left_col, -2, w).astype(np.int32)
-    r0, r1 = np.clip(top, -1, h) + 1, np.clip(top + 1, -1, h) + 1
-    c0, c1 = np.clip(left, -1, w) + 1, np.clip(left + 1, -1, w) + 1
+    r = np.clip(top_row, -2, h).astype(np.int32)  # clipped first: huge coordinates stay finite
+    col = np.clip(left_col, -2, w).astype(np.int32)
+    r0, r1 = np.clip(r, -1, h) + 1, np.clip(r + 1, -1, h) + 1
+    c0, c1 = np.clip(col, -1, w) + 1, np.clip(col + 1, -1, w) + 1
     base = (np.arange(n * c, dtype=np.int32) * (h + 2) * (w + 2)).reshape(n, c, 1, 1)
     flat = framed.reshape(-1)
 
-    def at(r: np.ndarray, col: np.ndarray) -> np.ndarray:
-        return np.take(flat, base + (r * (w + 2) + col)[:, None])
+    def at(row: np.ndarray, column: np.ndarray) -> np.ndarray:
+        return np.take(flat, base + (row * (w + 2) + column)[:, None])
 
-    fr, fc = fr[:, None], fc[:, None]
     top = at(r0, c0) * (1 - fc) + at(r0, c1) * fc
     bottom = at(r1, c0) * (1 - fc) + at(r1, c1) * fc
     out = top * (1 - fr) + bottom * fr

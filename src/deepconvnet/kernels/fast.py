@@ -22,7 +22,7 @@ Why it is fast (measured on 2 cores, see bench/speed.py):
   filters and padding ``k - 1 - pad``, through the same grid code. That padded grid of ``dy`` has
   the forward grid's pitch, so one grid is both dW's operand and dx's input. The first layer
   skips dx altogether (``input_grad=False``): training never uses it.
-* **ReLU fused into the convolution** (``relu=True``; see ``Sequential._fuse_conv_relu``): the
+* **ReLU fused into the convolution** (``relu=True``; see ``Sequential._fuse_relu``): the
   block just written is rectified while still in cache, and backward multiplies ``dy`` by the
   mask ``y > 0`` while copying it onto the grid, so the ReLU layer costs no pass of its own.
 * **Batch split across threads** (:mod:`deepconvnet.threads`): each chunk of images runs on its own
