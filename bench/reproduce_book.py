@@ -63,9 +63,10 @@ def table(rows: list[dict], epochs: int) -> str:
         "| ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
+        rss = f"{r['peak_rss_mib']:.0f}" if "peak_rss_mib" in r else "n/a"
         lines.append(
             f"| {r['seed']} | {r['test_accuracy']:.2%} | {r['seconds_per_epoch']:.1f} | "
-            f"{r['wall_seconds'] / 60:.1f} | {r['peak_rss_mib']:.0f} |"
+            f"{r['wall_seconds'] / 60:.1f} | {rss} |"
         )
     median = statistics.median(r["test_accuracy"] for r in rows)
     lines.append(f"| **median** | **{median:.2%}** | | | |")

@@ -58,10 +58,28 @@ def test_every_sample_once_per_epoch_and_epochs_differ():
     assert not np.array_equal(epochs[0], epochs[1]) and not np.array_equal(epochs[1], epochs[2])
 
 
+def test_replacement_sampling_draws_n_indices_with_repeats_like_the_books_trainer():
+    images, labels = dataset(200)
+    loader = BatchLoader(images, labels, 8, seed=1, sampling="replacement")
+    epochs = [np.concatenate([t for _, t in collect(loader, e)]) for e in range(2)]
+    for drawn in epochs:
+        assert len(drawn) == 200 and drawn.min() >= 0 and drawn.max() < 200
+        # n draws from n: about 1 - 1/e = 63% distinct, never a permutation at this size.
+        assert 0.5 < len(np.unique(drawn)) / 200 < 0.75
+    assert not np.array_equal(epochs[0], epochs[1])
+    np.testing.assert_array_equal(epochs[0], np.concatenate([t for _, t in collect(loader, 0)]))
+
+
+def test_unknown_sampling_is_refused():
+    images, labels = dataset(10)
+    with pytest.raises(ValueError, match="sampling must be one of"):
+        BatchLoader(images, labels, 3, seed=0, sampling="random")
+
+
 def test_no_shuffle_keeps_order():
     images, labels = dataset(10)
     t = np.concatenate(
-        [t for _, t in collect(BatchLoader(images, labels, 3, seed=0, shuffle=False), 4)]
+        [t for _, t in collect(BatchLoader(images, labels, 3, seed=0, sampling="sequential"), 4)]
     )
     np.testing.assert_array_equal(t, np.arange(10))
 

@@ -32,6 +32,7 @@ def test_run_directory_is_complete(quick_run):
 
     config = json.loads((quick_run / "config.json").read_text())
     assert config["config"]["lr"] == 0.001 and config["config"]["optimizer"] == "adam"
+    assert config["config"]["sampling"] == "shuffle"
     assert config["dataset"]["train_images"].startswith("741c9888")
     assert config["params"] == 123_552
     assert config["wall_seconds"] > 0
@@ -81,6 +82,7 @@ def test_model_file_round_trips_exactly(quick_run, tmp_path):
         (["train", "--epochs", "0"], "must be a positive integer"),
         (["train", "--lr", "-1"], "must be a positive number"),
         (["train", "--lr-schedule", "bogus"], "bogus"),
+        (["train", "--sampling", "random"], "'random'"),
         (["evaluate", "/nonexistent/run"], "/nonexistent/run"),
         (["train", "--resume", "/nonexistent/run"], "/nonexistent/run"),
     ],

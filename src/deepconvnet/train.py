@@ -73,6 +73,7 @@ class TrainConfig:
     data_dir: str | None = None
     epochs: int = 20
     batch_size: int = 100
+    sampling: str = "shuffle"
     lr: float = 0.001
     optimizer: str = "adam"
     weight_decay: float = 0.0
@@ -385,7 +386,7 @@ def _build_loader(config: TrainConfig, images: np.ndarray, labels: np.ndarray):
         labels,
         config.batch_size,
         seed=config.seed,
-        shuffle=True,
+        sampling=config.sampling,
         augment=parse_augment(config.augment),
     )
 

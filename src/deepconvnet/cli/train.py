@@ -38,6 +38,13 @@ def add_train_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--batch-size", type=positive_int, default=d.batch_size, help=f"(default: {d.batch_size})"
     )
+    parser.add_argument(
+        "--sampling",
+        choices=["shuffle", "replacement"],
+        default=d.sampling,
+        help="how an epoch draws its batches: shuffle (each image once, the default) or "
+        "replacement (random draws with repeats, as the book's Trainer)",
+    )
     parser.add_argument("--lr", type=positive_float, default=d.lr, help=f"(default: {d.lr})")
     parser.add_argument(
         "--optimizer",
@@ -121,6 +128,7 @@ def config_from_args(args: argparse.Namespace):
         data_dir=args.data_dir,
         epochs=args.epochs,
         batch_size=args.batch_size,
+        sampling=args.sampling,
         lr=args.lr,
         optimizer=args.optimizer,
         weight_decay=args.weight_decay,

@@ -16,6 +16,9 @@ import numpy as np
 from deepconvnet.data.mnist import to_float
 
 Augment = Callable[[np.ndarray, np.random.Generator], np.ndarray]
+# How an epoch's indices are drawn: a permutation (every image once); n draws with replacement,
+# as the book's Trainer does (``np.random.choice(train_size, batch_size)`` each step); in order.
+SAMPLINGS = ("shuffle", "replacement", "sequential")
 _POLL_S = 0.05  # how often a blocked producer checks whether the consumer has gone
 
 
@@ -29,7 +32,7 @@ class BatchLoader:
         batch_size: int,
         *,
         seed: int,
-        shuffle: bool = True,
+        sampling: str = "shuffle",
         augment: Augment | None = None,
         drop_last: bool = False,
         prefetch: int = 2,
@@ -40,11 +43,13 @@ class BatchLoader:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if prefetch < 0:
             raise ValueError(f"prefetch must be >= 0, got {prefetch}")
+        if sampling not in SAMPLINGS:
+            raise ValueError(f"sampling must be one of {', '.join(SAMPLINGS)}, got {sampling!r}")
         self.images = images_uint8
         self.labels = labels
         self.batch_size = int(batch_size)
         self.seed = int(seed)
-        self.shuffle = shuffle
+        self.sampling = sampling
         self.augment = augment
         self.drop_last = drop_last
         self.prefetch = int(prefetch)
@@ -56,9 +61,12 @@ class BatchLoader:
     def order(self, epoch: int) -> np.ndarray:
         """The sample indices of ``epoch``, in the order they are served."""
         n = len(self.labels)
-        if not self.shuffle:
+        if self.sampling == "sequential":
             return np.arange(n)
-        return np.random.default_rng([self.seed, epoch]).permutation(n)
+        rng = np.random.default_rng([self.seed, epoch])
+        if self.sampling == "replacement":
+            return rng.integers(0, n, size=n)
+        return rng.permutation(n)
 
     def batch(self, epoch: int, index: int, order: np.ndarray | None = None):
         """Batch ``index`` of ``epoch`` (what :meth:`epoch` yields), computed in this thread."""

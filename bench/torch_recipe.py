@@ -1,0 +1,126 @@
+"""The book's recipe trained in PyTorch: is 99.38% the recipe's, or one lucky run's?
+
+A cross-check for bench/reproduce_book.py that shares no code with deepconvnet's engine: figure
+8-1 built in PyTorch (bench/torch_peer.py) and trained the book's way — He-normal weights from the
+fan-in, zero biases, Adam lr 0.001 (eps 1e-7 as the book's), batch 100, 20 epochs of all 60,000
+images, and the book's Dropout (a 0/1 mask in training, x0.5 at test; not PyTorch's inverted
+dropout, which scales the class scores the softmax sees). The test set is read once, at the end.
+
+    python bench/torch_recipe.py                      # seeds 0-2, 20 epochs, 2 threads
+    python bench/torch_recipe.py --seeds 0 --epochs 1 # a quick look
+
+Needs torch (``pip install torch==2.13.0``); writes bench/results/torch_recipe.{json,md}. The seeds
+train one after another in one process, so a row's peak RSS is the process's peak so far.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).parent))
+from reproduce_book import table
+from torch_peer import deepconvnet
+
+from deepconvnet.data.mnist import load_dataset, to_float
+
+RESULTS = Path(__file__).parent / "results"
+
+
+class BookDropout(nn.Module):
+    """The book's Dropout: keep each value with probability 1 - p, and scale by 1 - p at test."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            return x * (torch.rand_like(x) > self.p)
+        return x * (1.0 - self.p)
+
+
+def book_model() -> nn.Sequential:
+    """torch_peer's figure 8-1 with the book's Dropout and the book's He-normal initialisation."""
+    layers = [BookDropout(m.p) if isinstance(m, nn.Dropout) else m for m in deepconvnet()]
+    model = nn.Sequential(*layers)
+    with torch.no_grad():
+        for m in model:
+            if isinstance(m, nn.Conv2d | nn.Linear):
+                fan_in = m.weight[0].numel()
+                m.weight.normal_(0.0, (2.0 / fan_in) ** 0.5)
+                m.bias.zero_()
+    return model
+
+
+def train_one(seed: int, epochs: int, threads: int) -> dict:
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    ds = load_dataset("mnist")
+    x_train = torch.from_numpy(to_float(ds.train_images))
+    t_train = torch.from_numpy(ds.train_labels.astype(np.int64))
+    model = book_model()
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.001, eps=1e-7)
+    loss_fn = nn.CrossEntropyLoss()
+    epoch_seconds = []
+    for epoch in range(epochs):
+        model.train()
+        start = time.perf_counter()
+        order = torch.from_numpy(rng.permutation(len(x_train)))
+        total = 0.0
+        for batch in order.split(100):
+            optimizer.zero_grad(set_to_none=True)
+            loss = loss_fn(model(x_train[batch]), t_train[batch])
+            loss.backward()
+            optimizer.step()
+            total += loss.item()
+        epoch_seconds.append(time.perf_counter() - start)
+        print(
+            f"seed {seed} epoch {epoch + 1}/{epochs}: loss {total / len(order.split(100)):.4f} "
+            f"({epoch_seconds[-1]:.1f} s)",
+            flush=True,
+        )
+    model.eval()
+    with torch.no_grad():
+        x_test = torch.from_numpy(to_float(ds.test_images))
+        predicted = torch.cat([model(x).argmax(1) for x in x_test.split(1000)]).numpy()
+    correct = int((predicted == ds.test_labels).sum())
+    return {
+        "seed": seed,
+        "test_accuracy": correct / len(predicted),
+        "correct": correct,
+        "seconds_per_epoch": statistics.mean(epoch_seconds),
+        "wall_seconds": sum(epoch_seconds),
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    rows = [train_one(seed, args.epochs, args.threads) for seed in args.seeds]
+    report = table(rows, args.epochs)
+    print()
+    print(report)
+    meta = {"torch": torch.__version__, "threads": args.threads, "epochs": args.epochs}
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "torch_recipe.json").write_text(json.dumps({**meta, "runs": rows}, indent=2) + "\n")
+    (RESULTS / "torch_recipe.md").write_text(report + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
