@@ -112,7 +112,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     rows = [train_one(seed, args.epochs, args.threads) for seed in args.seeds]
-    report = table(rows, args.epochs)
+    report = table(rows)
     print()
     print(report)
     meta = {"torch": torch.__version__, "threads": args.threads, "epochs": args.epochs}
