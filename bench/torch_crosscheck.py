@@ -44,6 +44,12 @@ class MaskDropout(nn.Module):
         return x * self.mask
 
 
+def torch_layout(array: np.ndarray) -> np.ndarray:
+    """A deepconvnet parameter as PyTorch holds it: affine weights are (in, out) as in the book,
+    nn.Linear's are (out, in); conv weights and biases are the same in both."""
+    return array.T if array.ndim == 2 else array
+
+
 def torch_twin(model) -> tuple[nn.Sequential, list[MaskDropout], list[torch.Tensor]]:
     """PyTorch's figure 8-1 holding a float64 copy of ``model``'s parameters.
 
@@ -55,9 +61,7 @@ def torch_twin(model) -> tuple[nn.Sequential, list[MaskDropout], list[torch.Tens
     theirs = [p for m in net if isinstance(m, nn.Conv2d | nn.Linear) for p in (m.weight, m.bias)]
     with torch.no_grad():
         for mine, their in zip(ours, theirs, strict=True):
-            # Affine weights are (in, out) as in the book; nn.Linear stores (out, in).
-            source = mine.T if mine.ndim == 2 else mine
-            their.copy_(torch.from_numpy(np.ascontiguousarray(source)))
+            their.copy_(torch.from_numpy(np.ascontiguousarray(torch_layout(mine))))
     return net, [m for m in net if isinstance(m, MaskDropout)], theirs
 
 
@@ -118,7 +122,7 @@ def main() -> int:
 
         loss_diff = abs(loss - torch_loss.item()) / torch_loss.item()
         param_diff = max(
-            relative(mine.T if mine.ndim == 2 else mine, their.detach().numpy())
+            relative(torch_layout(mine), their.detach().numpy())
             for mine, their in zip(model.params().values(), torch_params, strict=True)
         )
         worst = max(worst, param_diff)

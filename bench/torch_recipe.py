@@ -62,11 +62,10 @@ def book_model() -> nn.Sequential:
     return model
 
 
-def train_one(seed: int, epochs: int, threads: int) -> dict:
+def train_one(ds, seed: int, epochs: int, threads: int) -> dict:
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    ds = load_dataset("mnist")
     x_train = torch.from_numpy(to_float(ds.train_images))
     t_train = torch.from_numpy(ds.train_labels.astype(np.int64))
     model = book_model()
@@ -76,9 +75,9 @@ def train_one(seed: int, epochs: int, threads: int) -> dict:
     for epoch in range(epochs):
         model.train()
         start = time.perf_counter()
-        order = torch.from_numpy(rng.permutation(len(x_train)))
+        batches = torch.from_numpy(rng.permutation(len(x_train))).split(100)
         total = 0.0
-        for batch in order.split(100):
+        for batch in batches:
             optimizer.zero_grad(set_to_none=True)
             loss = loss_fn(model(x_train[batch]), t_train[batch])
             loss.backward()
@@ -86,7 +85,7 @@ def train_one(seed: int, epochs: int, threads: int) -> dict:
             total += loss.item()
         epoch_seconds.append(time.perf_counter() - start)
         print(
-            f"seed {seed} epoch {epoch + 1}/{epochs}: loss {total / len(order.split(100)):.4f} "
+            f"seed {seed} epoch {epoch + 1}/{epochs}: loss {total / len(batches):.4f} "
             f"({epoch_seconds[-1]:.1f} s)",
             flush=True,
         )
@@ -111,7 +110,8 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
-    rows = [train_one(seed, args.epochs, args.threads) for seed in args.seeds]
+    ds = load_dataset("mnist")
+    rows = [train_one(ds, seed, args.epochs, args.threads) for seed in args.seeds]
     report = table(rows)
     print()
     print(report)
