@@ -8,8 +8,10 @@ dropout, which scales the class scores the softmax sees). The test set is read o
 
     python bench/torch_recipe.py                      # seeds 0-2, 20 epochs, 2 threads
     python bench/torch_recipe.py --seeds 0 --epochs 1 # a quick look
+    python bench/torch_recipe.py --seeds 3 4 5 --name torch_recipe_more_seeds
 
-Needs torch (``pip install torch==2.13.0``); writes bench/results/torch_recipe.{json,md}. The seeds
+Needs torch (``pip install torch==2.13.0``); writes bench/results/NAME.{json,md} (NAME:
+torch_recipe unless --name). The seeds
 train one after another in one process, so a row's peak RSS is the process's peak so far.
 """
 
@@ -109,6 +111,11 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--name",
+        default="torch_recipe",
+        help="results file stem under bench/results/ (default: torch_recipe)",
+    )
     args = parser.parse_args()
     ds = load_dataset("mnist")
     rows = [train_one(ds, seed, args.epochs, args.threads) for seed in args.seeds]
@@ -117,8 +124,8 @@ def main() -> int:
     print(report)
     meta = {"torch": torch.__version__, "threads": args.threads, "epochs": args.epochs}
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "torch_recipe.json").write_text(json.dumps({**meta, "runs": rows}, indent=2) + "\n")
-    (RESULTS / "torch_recipe.md").write_text(report + "\n")
+    (RESULTS / f"{args.name}.json").write_text(json.dumps({**meta, "runs": rows}, indent=2) + "\n")
+    (RESULTS / f"{args.name}.md").write_text(report + "\n")
     return 0
 
 
