@@ -11,8 +11,8 @@ dropout, which scales the class scores the softmax sees). The test set is read o
     python bench/torch_recipe.py --seeds 3 4 5 --name torch_recipe_more_seeds
 
 Needs torch (``pip install torch==2.13.0``); writes bench/results/NAME.{json,md} (NAME:
-torch_recipe unless --name). The seeds
-train one after another in one process, so a row's peak RSS is the process's peak so far.
+torch_recipe unless --name). The seeds train one after another in one process, so a row's peak
+RSS is the process's peak so far.
 """
 
 from __future__ import annotations
