@@ -10,7 +10,7 @@ LR = 0.1
 
 
 def book_updates(name):
-    """The book's common/optimizer.py rules, written out for two steps."""
+    """The book's common/optimizer.py rules (and the Adam paper's), written out for two steps."""
     p, out = P0.copy(), []
     v = np.zeros(2)
     m = np.zeros(2)
@@ -34,6 +34,11 @@ def book_updates(name):
             m = m + 0.1 * (g - m)
             v = v + 0.001 * (g * g - v)
             p = p - lr_t * m / (np.sqrt(v) + 1e-7)
+        elif name == "adam-paper":  # Kingma & Ba, Algorithm 1
+            m = 0.9 * m + 0.1 * g
+            v = 0.999 * v + 0.001 * g * g
+            m_hat, v_hat = m / (1 - 0.9**t), v / (1 - 0.999**t)
+            p = p - LR * m_hat / (np.sqrt(v_hat) + 1e-7)
         out.append(p.copy())
     return out
 
@@ -86,3 +91,15 @@ def test_lr_settable_and_unknown_name():
 
     with pytest.raises(DeepConvNetError):
         build_optimizer("lbfgs")
+
+
+def test_train_command_offers_every_optimizer():
+    """The CLI lists names without importing the engine; they must not drift from OPTIMIZERS."""
+    import argparse
+
+    from deepconvnet.cli.train import add_train_options
+
+    parser = argparse.ArgumentParser()
+    add_train_options(parser)
+    choices = next(a.choices for a in parser._actions if a.dest == "optimizer")
+    assert sorted(choices) == sorted(OPTIMIZERS)

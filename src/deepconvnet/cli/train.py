@@ -49,8 +49,9 @@ def add_train_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--optimizer",
         default=d.optimizer,
-        choices=["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam"],
-        help=f"(default: {d.optimizer})",
+        choices=["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adam-paper"],
+        help=f"(default: {d.optimizer}, the book's Adam; adam-paper adds eps to the root of the "
+        "bias-corrected v, as Kingma & Ba and torch.optim.Adam do)",
     )
     parser.add_argument(
         "--weight-decay", type=float, default=d.weight_decay, help="L2 weight decay (default: 0)"
