@@ -36,8 +36,12 @@ GROUPS = {
         "reproduce_book_seeds_6_8",
     ],
     "deepconvnet, --sampling replacement": ["reproduce_book_replacement"],
+    "deepconvnet, --optimizer adam-paper": ["reproduce_book_adam_paper"],
     "PyTorch 2.13, book recipe": ["torch_recipe", "torch_recipe_more_seeds"],
-    "PyTorch 2.13, book recipe, book's Adam": ["torch_recipe_book_adam"],
+    "PyTorch 2.13, book recipe, book's Adam": [
+        "torch_recipe_book_adam",
+        "torch_recipe_book_adam_seeds_6_8",
+    ],
 }
 
 
