@@ -1,6 +1,9 @@
+import argparse
+
 import numpy as np
 import pytest
 
+from deepconvnet.cli.train import add_train_options
 from deepconvnet.optimizers import OPTIMIZERS, build_optimizer
 
 P0 = np.array([1.0, -2.0])
@@ -95,10 +98,6 @@ def test_lr_settable_and_unknown_name():
 
 def test_train_command_offers_every_optimizer():
     """The CLI lists names without importing the engine; they must not drift from OPTIMIZERS."""
-    import argparse
-
-    from deepconvnet.cli.train import add_train_options
-
     parser = argparse.ArgumentParser()
     add_train_options(parser)
     choices = next(a.choices for a in parser._actions if a.dest == "optimizer")
