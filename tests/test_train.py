@@ -107,3 +107,27 @@ def test_unwritable_out_dir(tmp_path, capsys):
     assert main(["train", *QUICK, "--out", str(blocker / "run")]) == 2
     err = capsys.readouterr().err.strip()
     assert str(blocker) in err and len(err.splitlines()) == 1
+
+
+def test_float64_run_trains_the_same_network_in_float64(tmp_path):
+    """``--dtype float64`` (the book's arithmetic) keeps float64 end to end and, with the same seed,
+    follows the float32 run's trajectory to float32 precision over the first steps."""
+    tiny = ["train", "--train-limit", "500", "--epochs", "1", "--no-progress", "--threads", "1"]
+    runs = {}
+    for dtype in ("float32", "float64"):
+        runs[dtype] = tmp_path / dtype
+        assert main([*tiny, "--dtype", dtype, "--out", str(runs[dtype])]) == 0
+
+    config = json.loads((runs["float64"] / "config.json").read_text())
+    assert config["config"]["dtype"] == "float64"
+    model = load_model(runs["float64"] / "model.npz")
+    assert model.dtype == np.float64
+    weights = {k: v for k, v in load_npz(runs["float64"] / "model.npz").items() if k[:2] != "__"}
+    assert weights and all(v.dtype == np.float64 for v in weights.values())
+
+    losses = {
+        dtype: json.loads((run / "metrics.jsonl").read_text())["train_loss"]
+        for dtype, run in runs.items()
+    }
+    assert losses["float64"] == pytest.approx(losses["float32"], rel=1e-4)
+    assert losses["float64"] != losses["float32"]  # really a different arithmetic

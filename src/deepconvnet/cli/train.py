@@ -92,6 +92,13 @@ def add_train_options(parser: argparse.ArgumentParser) -> None:
         help="kernels: fast (channels-last, threaded; default) or reference (the book's im2col)",
     )
     parser.add_argument(
+        "--dtype",
+        choices=["float32", "float64"],
+        default=d.dtype,
+        help="arithmetic of parameters and activations (default: float32); float64 is what the "
+        "book's code computes in (its weights are float64 arrays), about twice as slow",
+    )
+    parser.add_argument(
         "--checkpoint-every",
         type=nonnegative_int,
         default=0,
@@ -140,6 +147,7 @@ def config_from_args(args: argparse.Namespace):
         val=args.val,
         threads=args.threads,
         backend=args.backend,
+        dtype=args.dtype,
         checkpoint_every=args.checkpoint_every,
         model_options=model_options,
     )
