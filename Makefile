@@ -43,8 +43,8 @@ accuracy: $(VENV)/.installed
 	$(BIN)/python bench/accuracy.py
 
 speed: $(VENV)/.installed
-	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/python bench/speed.py
+	$(BIN)/pip install --quiet -e '.[bench]'
+	$(BIN)/python bench/speed.py --threads 2
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .ruff_cache

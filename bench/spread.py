@@ -14,6 +14,7 @@ No training: it only reads what bench/reproduce_book.py and bench/torch_recipe.p
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import statistics
@@ -109,6 +110,9 @@ def draw(groups: dict[str, list[tuple[int, float]]], path: Path) -> Path:
 
 
 def main() -> int:
+    argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], epilog="Takes no options; see the module docstring."
+    ).parse_args()
     groups = {label: load_runs(stems) for label, stems in GROUPS.items()}
     groups = {label: runs for label, runs in groups.items() if len(runs) >= 2}
     report = summarise(groups) + "\n\n" + gaps_from_first(groups)
