@@ -316,6 +316,7 @@ def test_canonical_spec_orders_keys_and_prints_numbers_plainly():
         ("erase=1.5", "erase=1.5"),
         ("crop=0", "crop=0"),
         ("crop=1.5", "crop=1.5"),
+        ("crop=²", "crop=²"),  # isdigit() but not int()-able
         ("flip=x", "flip=x"),
         ("elastic=34", "elastic=34"),
         ("elastic=34:0", "elastic=34:0"),

@@ -8,6 +8,8 @@ do not divide by the thread count.
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 
@@ -188,10 +190,41 @@ def test_set_threads_limits_blas_and_rejects_nonsense():
         threads.set_threads(0)
 
 
-def test_kernel_errors_propagate_from_worker_threads():
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("kh,kw,stride,pad", [(3, 3, 2, 1), (2, 3, 1, 0), (1, 4, 2, 2)])
+def test_im2col_block_size_counts_the_real_bytes(dtype, kh, kw, stride, pad):
+    x = np.zeros((2, 9, 7, 3), dtype)
+    one_image = fast._im2col(x[:1], kh, kw, stride, pad)
+    assert fast._col_image_bytes(x, kh, kw, stride, pad) == one_image.nbytes
+
+
+def test_channel_mismatch_is_refused_before_any_chunk_runs():
     x = np.zeros((4, 5, 5, 3))
-    with pytest.raises(ValueError, match="channels"):
+    with pytest.raises(ValueError, match="input has 3 channels but the filters expect 4"):
         fast.conv2d_forward(x, np.zeros((2, 4, 3, 3)), np.zeros(2), 1, 1)
+
+
+@pytest.mark.parametrize("c", [1, 16], ids=["im2col", "grid"])
+def test_kernel_errors_propagate_from_worker_threads(monkeypatch, rng, c):
+    """An error inside the second chunk, run by a pool thread, reaches the caller intact."""
+    ran = []
+    name = "_col_forward_chunk" if c == 1 else "_grid_forward_chunk"
+    real_chunk = getattr(fast, name)
+
+    def failing_chunk(*args):
+        a, z = args[-2:]
+        ran.append((a, threading.current_thread().name))
+        if a > 0:
+            raise RuntimeError(f"chunk {a}:{z} failed")
+        return real_chunk(*args)
+
+    monkeypatch.setattr(fast, name, failing_chunk)
+    x = rng.standard_normal((4, 6, 6, c))
+    with pytest.raises(RuntimeError, match=r"^chunk 2:4 failed$"):
+        fast.conv2d_forward(x, rng.standard_normal((3, c, 3, 3)), np.zeros(3), 1, 1)
+    workers = {a: thread for a, thread in ran}
+    assert workers[0] == threading.current_thread().name  # the caller ran chunk 0 to the end
+    assert workers[2].startswith("dcn-kernel")  # the failing chunk ran on a pool thread
 
 
 def model_gradients(

@@ -55,3 +55,18 @@ def test_kernels_keep_float32():
     y, cache = R.conv2d_forward(x, np.ones((2, 1, 3, 3), np.float32), np.zeros(2, np.float32), 1, 1)
     dx, dW, db = R.conv2d_backward(np.ones_like(y), cache)
     assert {a.dtype for a in (y, dx, dW, db)} == {np.dtype(np.float32)}
+
+
+def test_output_size_formula_and_bad_geometry():
+    assert R.output_size(28, 3, 1, 1) == 28
+    assert R.output_size(28, 2, 2, 0) == 14
+    assert R.output_size(7, 3, 2, 0) == 3
+    # Checked before dividing: a stride of 0 is a ValueError, not a ZeroDivisionError.
+    with pytest.raises(ValueError, match="stride >= 1"):
+        R.output_size(28, 3, 0, 1)
+    with pytest.raises(ValueError, match="kernel >= 1"):
+        R.output_size(28, 0, 1, 0)
+    with pytest.raises(ValueError, match="pad >= 0"):
+        R.output_size(28, 3, 1, -1)
+    with pytest.raises(ValueError, match="does not fit an input of size 2"):
+        R.output_size(2, 5, 1, 0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import http.client
 import io
 import json
 import os
@@ -17,9 +18,10 @@ import fixtures_data
 import numpy as np
 import pytest
 
+from deepconvnet import fileio
 from deepconvnet.data import dataset_report, load_dataset, mnist, to_float, train_val_split
 from deepconvnet.data.idx import write_idx
-from deepconvnet.errors import DataError
+from deepconvnet.errors import DataError, DeepConvNetError
 from deepconvnet.fileio import atomic_save_npz, load_npz
 
 tiny = fixtures_data.tiny  # fixtures shared with other test modules
@@ -117,7 +119,24 @@ def _flip_a_byte(path: Path) -> None:
     atomic_save_npz(path, arrays)
 
 
-@pytest.mark.parametrize("damage", [_truncate, _flip_a_byte])
+def _overwrite_with_text(path: Path) -> None:
+    path.write_text("not a cache\n")
+
+
+def _raw_member(path: Path) -> None:
+    """Keep the arrays but store test_images as raw bytes (no .npy header): np.load gives bytes."""
+    arrays = load_npz(path)
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, array in arrays.items():
+            if name == "test_images":
+                archive.writestr(name, array.tobytes())
+            else:
+                buffer = io.BytesIO()
+                np.save(buffer, array)
+                archive.writestr(f"{name}.npy", buffer.getvalue())
+
+
+@pytest.mark.parametrize("damage", [_truncate, _flip_a_byte, _overwrite_with_text, _raw_member])
 def test_corrupt_cache_is_reported_and_rebuilt(tiny, damage):
     load_dataset("tiny", cache_dir=tiny.cache_dir, log=Log())
     damage(tiny.cache_path)
@@ -128,6 +147,50 @@ def test_corrupt_cache_is_reported_and_rebuilt(tiny, damage):
     assert len(log) == 2 and log[0].startswith("tiny: corrupt cache, rebuilding it: ")
     assert str(tiny.cache_path) in log[0]
     assert_same(mnist.Dataset("tiny", **load_npz(tiny.cache_path), **_meta()), tiny.arrays)
+
+
+@pytest.mark.parametrize(
+    "damage,problem",
+    [(_overwrite_with_text, "not an .npz (zip) file"), (_raw_member, "'test_images' is not")],
+)
+def test_load_npz_names_the_file_and_the_problem(tiny, damage, problem):
+    load_dataset("tiny", cache_dir=tiny.cache_dir, log=Log())
+    damage(tiny.cache_path)
+    with pytest.raises(DeepConvNetError) as excinfo:
+        load_npz(tiny.cache_path)
+    message = str(excinfo.value)
+    assert message.startswith(f"{tiny.cache_path}: ") and problem in message
+    assert "allow_pickle" not in message and "\n" not in message
+
+
+def test_empty_zip_is_a_valid_npz_without_arrays(tmp_path):
+    zipfile.ZipFile(tmp_path / "empty.npz", "w").close()
+    assert load_npz(tmp_path / "empty.npz") == {}
+
+
+def test_failed_cache_write_closes_its_file_and_the_load_goes_on(tiny, monkeypatch):
+    opened = []
+    real_mkstemp = fileio.tempfile.mkstemp
+
+    def recording_mkstemp(*args, **kwargs):
+        fd, name = real_mkstemp(*args, **kwargs)
+        opened.append(fd)
+        return fd, name
+
+    def refuse(fd, mode):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(fileio.tempfile, "mkstemp", recording_mkstemp)
+    monkeypatch.setattr(fileio.os, "fchmod", refuse)
+    log = Log()
+    ds = load_dataset("tiny", cache_dir=tiny.cache_dir, log=log)
+    assert_same(ds, tiny.arrays)
+    assert ds.cache_path is None and not tiny.cache_path.exists()
+    assert "could not write the cache" in log[0] and "Operation not permitted" in log[0]
+    assert len(opened) == 1
+    with pytest.raises(OSError):  # EBADF: the temporary file's descriptor was closed
+        os.fstat(opened[0])
+    assert [p.name for p in tiny.cache_dir.iterdir() if p.name.endswith(".tmp")] == []
 
 
 def test_wrong_data_from_a_mirror_is_an_error_and_not_cached(tiny):
@@ -149,6 +212,53 @@ def test_unreachable_mirrors_fail_over_quickly(tmp_path, monkeypatch):
     ds = load_dataset("tiny", cache_dir=data.cache_dir, log=Log())
     assert time.monotonic() - start < mnist.MIRROR_BUDGET_S
     assert ds.source == f"mirror {data.mirror_dir.as_uri()}/"
+
+
+class _CutResponse:
+    """A response whose body stops early, as when a server drops the connection mid-file."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        return None
+
+    def read(self) -> bytes:
+        raise http.client.IncompleteRead(b"\x1f\x8b", 1000)
+
+
+def _bad_status_line() -> _CutResponse:
+    raise http.client.BadStatusLine("HTTP/9 garbage")
+
+
+@pytest.mark.parametrize(
+    "failure,words",
+    [(_CutResponse, "IncompleteRead(2 bytes read"), (_bad_status_line, "HTTP/9 garbage")],
+)
+def test_a_mirror_that_breaks_off_mid_transfer_is_skipped(tmp_path, monkeypatch, failure, words):
+    broken = "https://broken.invalid/mnist/"
+    data = make_tiny(tmp_path)
+    data = make_tiny(tmp_path, mirrors=(broken, data.mirror_dir.as_uri() + "/"))
+    monkeypatch.setitem(mnist.DATASETS, "tiny", data.spec)
+    monkeypatch.delenv("DEEPCONVNET_OFFLINE", raising=False)
+    real_urlopen = mnist.urllib.request.urlopen
+
+    def urlopen(url, timeout):
+        return failure() if url.startswith(broken) else real_urlopen(url, timeout=timeout)
+
+    monkeypatch.setattr(mnist.urllib.request, "urlopen", urlopen)
+    ds = load_dataset("tiny", cache_dir=data.cache_dir, log=Log())
+    assert_same(ds, data.arrays)
+    assert ds.source == f"mirror {data.mirror_dir.as_uri()}/"
+
+    # With no mirror left, the cut transfer is named in the one-line error.
+    monkeypatch.setitem(
+        mnist.DATASETS, "tiny", mnist.DatasetSpec(**{**vars(data.spec), "mirrors": (broken,)})
+    )
+    with pytest.raises(DataError) as excinfo:
+        load_dataset("tiny", cache_dir=tmp_path / "other-cache", log=Log())
+    message = str(excinfo.value)
+    assert f"{broken}: {words}" in message and "\n" not in message
 
 
 def test_no_source_left_is_one_line_error(tiny, monkeypatch):

@@ -1,9 +1,20 @@
+import copy
+
 import numpy as np
 import pytest
 
-from deepconvnet.errors import DeepConvNetError
+from deepconvnet.checkpoint import SPEC_KEY, load_model, save_model
+from deepconvnet.errors import CheckpointError, DeepConvNetError
+from deepconvnet.fileio import atomic_save_npz, json_to_array, load_npz
 from deepconvnet.gradcheck import check_model
-from deepconvnet.layers import Convolution, ReLU
+from deepconvnet.layers import (
+    Affine,
+    BatchNormalization,
+    Convolution,
+    MaxPooling,
+    ReLU,
+    SoftmaxWithLoss,
+)
 from deepconvnet.models import Sequential, build_model
 from deepconvnet.optimizers import build_optimizer
 
@@ -37,6 +48,64 @@ def test_spec_round_trip_gives_identical_outputs(rng):
     x = rng.random((3, 1, 28, 28), dtype=np.float32)
     assert np.array_equal(clone.predict_proba(x), model.predict_proba(x))
     assert clone.predict_proba(x).dtype == np.float32
+
+
+def _small_spec() -> dict:
+    """conv -> relu -> pool -> affine -> softmax on 1x8x8: every layer kind a spec can break."""
+    model = Sequential(
+        [
+            Convolution(1, 2, 3, 1, 1),
+            BatchNormalization(2),
+            ReLU(),
+            MaxPooling(2, 2, 2),
+            Affine(32, 10),
+            SoftmaxWithLoss(),
+        ],
+        input_shape=(1, 8, 8),
+    )
+    return model.spec()
+
+
+# (layer index, key, bad value, words the one-line message must contain)
+BAD_LAYER_ARGS = [
+    (0, "stride", 0, "stride must be >= 1"),
+    (0, "kernel_size", [0, 0], "kernel height must be >= 1"),
+    (0, "kernel_size", [3, -1], "kernel width must be >= 1"),
+    (0, "pad", -1, "pad must be >= 0"),
+    (0, "in_channels", 3, "Convolution expects 3 channels"),
+    (0, "out_channels", 0, "out_channels must be >= 1"),
+    (1, "num_features", 5, "BatchNormalization expects 5 channels"),
+    (1, "momentum", 1.5, "momentum must be in [0, 1]"),
+    (3, "stride", 0, "stride must be >= 1"),
+    (3, "pool_h", 0, "pool_h must be >= 1"),
+    (3, "pad", 2, "must be smaller than the pooling window"),
+    (4, "out_features", 0, "out_features must be >= 1"),
+]
+
+
+@pytest.mark.parametrize("index,key,value,words", BAD_LAYER_ARGS)
+def test_bad_layer_arguments_in_a_spec_are_one_line_errors(index, key, value, words):
+    spec = copy.deepcopy(_small_spec())
+    spec["layers"][index][key] = value
+    with pytest.raises(DeepConvNetError) as excinfo:
+        Sequential.from_spec(spec)
+    message = str(excinfo.value)
+    assert words in message and "\n" not in message
+
+
+@pytest.mark.parametrize("index,key,value,words", BAD_LAYER_ARGS[:2])
+def test_bad_layer_spec_in_model_npz_is_a_checkpoint_error(tmp_path, index, key, value, words):
+    path = save_model(tmp_path / "model.npz", Sequential.from_spec(_small_spec()))
+    arrays = load_npz(path)
+    spec = _small_spec()
+    spec["layers"][index][key] = value
+    arrays[SPEC_KEY] = json_to_array(spec)
+    atomic_save_npz(path, arrays)
+    with pytest.raises(CheckpointError) as excinfo:
+        load_model(path)
+    message = str(excinfo.value)
+    assert message.startswith(f"{path}: layer {index}: bad arguments")
+    assert words in message and "\n" not in message
 
 
 def test_unknown_model_is_a_user_error(rng):

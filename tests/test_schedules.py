@@ -8,7 +8,16 @@ import math
 import pytest
 
 from deepconvnet.errors import DeepConvNetError
-from deepconvnet.schedules import Constant, Cosine, Exponential, Step, Warmup, parse_schedule
+from deepconvnet.schedules import (
+    Constant,
+    Cosine,
+    Exponential,
+    Step,
+    Warmup,
+    number_text,
+    parse_schedule,
+    whole_number,
+)
 
 BASE, TOTAL = 0.1, 20
 
@@ -117,6 +126,9 @@ def test_specs_are_normalised():
         ("warmup:2+warmup:1", "warmup:2+warmup:1"),
         ("cosine+exp:0.9", "cosine+exp:0.9"),
         ("warmup:2+bogus", "bogus"),
+        ("step:²:0.5", "'²' is not a whole number"),  # isdigit() but not int()-able
+        ("warmup:³", "'³' is not a whole number"),
+        ("warmup:¹+cosine", "'¹' is not a whole number"),
     ],
 )
 def test_bad_specs_raise_one_line(spec, culprit):
@@ -131,3 +143,15 @@ def test_negative_epoch_is_a_programming_error():
         parse_schedule("constant").lr(-1, BASE, 10)
     with pytest.raises(ValueError, match="total_epochs"):
         parse_schedule("cosine").lr(0, BASE, 0)
+
+
+def test_whole_number_reads_ascii_digits_only():
+    assert whole_number("0") == 0 and whole_number("12") == 12
+    for text in ("", "²", "-1", "+1", "1.0", " 1", "1_0", "\u0663"):  # U+0663: Arabic-Indic 3
+        assert whole_number(text) is None, text
+
+
+def test_number_text_is_the_shortest_text_that_reads_back():
+    assert [number_text(v) for v in (15.0, 0.15, 2, 1e-05)] == ["15", "0.15", "2", "1e-05"]
+    for value in (0.1, 1 / 3, 34.0, 0.95):
+        assert float(number_text(value)) == value

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from deepconvnet.errors import CheckpointError
+from deepconvnet.fileio import one_line
 
 BOOK_KEYS = tuple(f"{kind}{i}" for i in range(1, 9) for kind in ("W", "b"))
 
@@ -76,8 +77,7 @@ def restricted_loads(data: bytes, *, source: str = "pickle") -> Any:
     except CheckpointError:
         raise
     except Exception as exc:  # truncated or malformed pickles raise all sorts
-        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise CheckpointError(f"{source}: not a readable pickle ({detail})") from exc
+        raise CheckpointError(f"{source}: not a readable pickle ({one_line(exc)})") from exc
 
 
 def read_book_params(path: str | os.PathLike) -> dict[str, np.ndarray]:

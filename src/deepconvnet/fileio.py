@@ -38,8 +38,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
     except OSError as exc:
         raise DeepConvNetError(f"cannot write {path}: {exc.strerror or exc}") from exc
     try:
-        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file ordinary permissions
-        with os.fdopen(fd, "wb") as f:
+        with os.fdopen(fd, "wb") as f:  # owns fd from here: closed whatever fails below
+            os.fchmod(f.fileno(), 0o666 & ~_UMASK)  # mkstemp makes 0600; ordinary permissions
             write(f)
             f.flush()
             os.fsync(f.fileno())
@@ -92,18 +92,42 @@ def atomic_save_npz(path: str | os.PathLike, arrays: Mapping[str, np.ndarray]) -
     return atomic_write_bytes(path, buffer.getvalue())
 
 
+# A zip file starts with a local file header, or with the end-of-directory record when empty.
+_ZIP_SIGNATURES = (b"PK\x03\x04", b"PK\x05\x06")
+
+
 def load_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Load every array of an ``.npz`` without pickle, or raise a one-line DeepConvNetError."""
     path = Path(path)
     if not path.is_file():
         raise DeepConvNetError(f"{path}: no such file")
+    _check_zip_signature(path)
     try:
         with np.load(path, allow_pickle=False) as npz:
-            return {name: npz[name] for name in npz.files}
+            arrays = {name: npz[name] for name in npz.files}
     except (OSError, ValueError, EOFError, KeyError) as exc:
-        raise DeepConvNetError(f"{path}: not a readable .npz file ({_short(exc)})") from exc
+        raise DeepConvNetError(f"{path}: not a readable .npz file ({one_line(exc)})") from exc
     except Exception as exc:  # zipfile.BadZipFile, zlib.error and friends
-        raise DeepConvNetError(f"{path}: corrupt or truncated .npz file ({_short(exc)})") from exc
+        raise DeepConvNetError(f"{path}: corrupt or truncated .npz file ({one_line(exc)})") from exc
+    for name, value in arrays.items():
+        if not isinstance(value, np.ndarray):  # NpzFile hands back a non-.npy member as bytes
+            raise DeepConvNetError(f"{path}: member {name!r} is not a .npy array")
+    return arrays
+
+
+def _check_zip_signature(path: Path) -> None:
+    """Refuse a file that is not a zip at all, before numpy answers with a pickle hint.
+
+    ``np.load`` takes any other bytes for a pickle and, with pickle refused, suggests
+    ``allow_pickle=True``: advice that would be wrong and unsafe here.
+    """
+    try:
+        with path.open("rb") as f:
+            head = f.read(4)
+    except OSError as exc:
+        raise DeepConvNetError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    if head not in _ZIP_SIGNATURES:
+        raise DeepConvNetError(f"{path}: not an .npz (zip) file")
 
 
 def json_to_array(obj: Any) -> np.ndarray:
@@ -116,5 +140,11 @@ def array_to_json(arr: np.ndarray) -> Any:
     return json.loads(str(arr[()]))
 
 
-def _short(exc: BaseException) -> str:
-    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+def one_line(exc: object) -> str:
+    """The first line (200 characters at most) of an exception's text, else its type name.
+
+    User-facing errors are one line, but library messages (numpy's, zlib's, PIL's) may span
+    several. ``exc`` may also be a URLError's ``reason``, which is sometimes a plain string.
+    """
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__

@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from deepconvnet.errors import ImageError
-from deepconvnet.fileio import atomic_write_bytes
+from deepconvnet.fileio import atomic_write_bytes, one_line
 
 #: Formats read (Pillow names). Restricting Pillow to them keeps its attack surface small.
 FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF")
@@ -78,7 +78,7 @@ def read_image(
     except MemoryError as exc:
         raise ImageTooLargeError(f"{label}: image too large to decode") from exc
     except Exception as exc:  # any decoder failure on untrusted bytes is the input's fault
-        raise ImageError(f"{label}: truncated or corrupt image ({_short(exc)})") from exc
+        raise ImageError(f"{label}: truncated or corrupt image ({one_line(exc)})") from exc
 
 
 def prepare_digit(image: Any, *, name: str = "image") -> np.ndarray:
@@ -111,7 +111,7 @@ def pixels_to_digit(pixels: Any, *, name: str = "pixels") -> np.ndarray:
     try:
         arr = np.asarray(pixels, dtype=np.float64)
     except (ValueError, TypeError, OverflowError) as exc:
-        raise ImageError(f"{name}: expected 28x28 numbers ({_short(exc)})") from exc
+        raise ImageError(f"{name}: expected 28x28 numbers ({one_line(exc)})") from exc
     if arr.shape != (SIZE, SIZE):
         raise ImageError(f"{name}: expected shape 28x28, got {'x'.join(map(str, arr.shape))}")
     if not np.isfinite(arr).all():
@@ -200,7 +200,7 @@ def _as_grey_array(image: Any, name: str) -> np.ndarray:
     try:
         arr = np.asarray(image)
     except Exception as exc:
-        raise ImageError(f"{name}: not an array ({_short(exc)})") from exc
+        raise ImageError(f"{name}: not an array ({one_line(exc)})") from exc
     if arr.dtype == bool:
         arr = arr.astype(np.uint8) * 255
     if arr.dtype.kind not in "uif":
@@ -291,8 +291,3 @@ def _centre_by_mass(digit: np.ndarray) -> np.ndarray:
     shift = (CENTRE - (rows * field).sum() / mass, CENTRE - (cols * field).sum() / mass)
     moved = ndimage.shift(field, shift, order=1, mode="constant", cval=0.0)
     return np.clip(moved, 0.0, 1.0).astype(np.float32)
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:200] if text else type(exc).__name__

@@ -15,12 +15,19 @@ INITIALIZERS = ("he", "xavier")
 
 
 def fan_in(shape: tuple[int, ...]) -> int:
-    """Inputs per output unit: conv (out, in, kh, kw) -> in*kh*kw; affine (in, out) -> in."""
+    """Inputs per output unit: conv (out, in, kh, kw) -> in*kh*kw; affine (in, out) -> in.
+
+    A fan-in below 1 is a ValueError here rather than a ZeroDivisionError in the std formulas.
+    """
     if len(shape) == 4:
-        return int(shape[1] * shape[2] * shape[3])
-    if len(shape) == 2:
-        return int(shape[0])
-    raise ValueError(f"cannot infer fan-in of a weight of shape {shape}")
+        fan = int(shape[1] * shape[2] * shape[3])
+    elif len(shape) == 2:
+        fan = int(shape[0])
+    else:
+        raise ValueError(f"cannot infer fan-in of a weight of shape {shape}")
+    if fan < 1:
+        raise ValueError(f"a weight of shape {shape} has no inputs (fan-in {fan})")
+    return fan
 
 
 def he_std(shape: tuple[int, ...]) -> float:

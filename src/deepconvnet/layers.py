@@ -1,14 +1,19 @@
 """The layers of chapter 8: forward and backward by hand, as in the book, plus a layout switch.
 
-Every layer follows one contract: ``params`` / ``grads`` dicts (live arrays), ``forward(x,
-train=False)``, ``backward(dout)``, ``spec()`` (JSON-able constructor arguments plus ``"type"``)
-and ``output_shape(input_shape)`` on per-sample NCHW shapes. ``layout`` is ``"NCHW"`` (reference
-kernels) or ``"NHWC"`` (fast kernels); :class:`~deepconvnet.models.Sequential` sets it for every
-layer at once. Parameters have one shape whatever the layout, so checkpoints work with both.
+Every layer follows one contract: ``params`` / ``grads`` dicts (``params`` arrays are updated in
+place by the optimizer; ``backward`` *replaces* each ``grads`` entry with a new array, so read
+``grads`` after ``backward`` rather than keeping references), ``forward(x, train=False)``,
+``backward(dout)``, ``spec()`` (JSON-able constructor arguments plus ``"type"``) and
+``output_shape(input_shape)`` on per-sample NCHW shapes. Constructors check their arguments and
+raise ValueError naming the bad one, so a hand-edited spec fails where it is read. ``layout`` is
+``"NCHW"`` (reference kernels) or ``"NHWC"`` (fast kernels); :class:`~deepconvnet.models.Sequential`
+sets it for every layer at once. Parameters have one shape whatever the layout, so checkpoints
+work with both.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -25,6 +30,24 @@ def _pair(value: int | tuple[int, int] | list[int]) -> tuple[int, int]:
         return int(value), int(value)
     kh, kw = value
     return int(kh), int(kw)
+
+
+def _at_least(name: str, value: int, low: int) -> int:
+    """``value`` as an int, or a ValueError naming ``name`` when it is below ``low``.
+
+    A zero stride or kernel in a spec would otherwise surface far away, as a ZeroDivisionError in
+    the kernels or the initializer.
+    """
+    number = int(value)
+    if number < low:
+        raise ValueError(f"{name} must be >= {low}, got {value!r}")
+    return number
+
+
+def _check_channels(layer: str, expected: int, input_shape: Shape) -> None:
+    """Raise ValueError when the input's channel (or feature) count is not the layer's."""
+    if input_shape[0] != expected:
+        raise ValueError(f"{layer} expects {expected} channels, got input shape {input_shape}")
 
 
 class Layer:
@@ -90,9 +113,11 @@ class Convolution(_WeightedLayer):
         weight_init: str = "he",
     ) -> None:
         super().__init__()
-        self.in_channels, self.out_channels = int(in_channels), int(out_channels)
-        self.kernel_size = _pair(kernel_size)
-        self.stride, self.pad = int(stride), int(pad)
+        self.in_channels = _at_least("in_channels", in_channels, 1)
+        self.out_channels = _at_least("out_channels", out_channels, 1)
+        kh, kw = _pair(kernel_size)
+        self.kernel_size = (_at_least("kernel height", kh, 1), _at_least("kernel width", kw, 1))
+        self.stride, self.pad = _at_least("stride", stride, 1), _at_least("pad", pad, 0)
         self.weight_init = init.check_name(weight_init)
         kh, kw = self.kernel_size
         self.params["W"] = np.zeros((self.out_channels, self.in_channels, kh, kw), np.float32)
@@ -114,6 +139,7 @@ class Convolution(_WeightedLayer):
 
     def output_shape(self, input_shape: Shape) -> Shape:
         _, h, w = input_shape
+        _check_channels("Convolution", self.in_channels, input_shape)
         kh, kw = self.kernel_size
         return (
             self.out_channels,
@@ -144,10 +170,13 @@ class MaxPooling(Layer):
         self, pool_h: int = 2, pool_w: int | None = None, stride: int | None = None, pad: int = 0
     ) -> None:
         super().__init__()
-        self.pool_h = int(pool_h)
-        self.pool_w = self.pool_h if pool_w is None else int(pool_w)
-        self.stride = self.pool_h if stride is None else int(stride)
-        self.pad = int(pad)
+        self.pool_h = _at_least("pool_h", pool_h, 1)
+        self.pool_w = self.pool_h if pool_w is None else _at_least("pool_w", pool_w, 1)
+        self.stride = self.pool_h if stride is None else _at_least("stride", stride, 1)
+        self.pad = _at_least("pad", pad, 0)
+        if self.pad >= min(self.pool_h, self.pool_w):
+            # A window of padding only would output -inf.
+            raise ValueError(f"pad {self.pad} must be smaller than the pooling window")
         self._cache: Any = None
 
     def config(self) -> dict[str, Any]:
@@ -180,7 +209,8 @@ class Affine(_WeightedLayer):
 
     def __init__(self, in_features: int, out_features: int, weight_init: str = "he") -> None:
         super().__init__()
-        self.in_features, self.out_features = int(in_features), int(out_features)
+        self.in_features = _at_least("in_features", in_features, 1)
+        self.out_features = _at_least("out_features", out_features, 1)
         self.weight_init = init.check_name(weight_init)
         self.params["W"] = np.zeros((self.in_features, self.out_features), np.float32)
         self.params["b"] = np.zeros(self.out_features, np.float32)
@@ -327,8 +357,12 @@ class BatchNormalization(Layer):
 
     def __init__(self, num_features: int, momentum: float = 0.9, eps: float = 1e-6) -> None:
         super().__init__()
-        self.num_features = int(num_features)
+        self.num_features = _at_least("num_features", num_features, 1)
         self.momentum, self.eps = float(momentum), float(eps)
+        if not 0.0 <= self.momentum <= 1.0:
+            raise ValueError(f"batchnorm momentum must be in [0, 1], got {momentum!r}")
+        if not (self.eps >= 0.0 and math.isfinite(self.eps)):
+            raise ValueError(f"batchnorm eps must be finite and >= 0, got {eps!r}")
         self.params["gamma"] = np.ones(self.num_features, np.float32)
         self.params["beta"] = np.zeros(self.num_features, np.float32)
         self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
@@ -340,6 +374,10 @@ class BatchNormalization(Layer):
 
     def config(self) -> dict[str, Any]:
         return {"num_features": self.num_features, "momentum": self.momentum, "eps": self.eps}
+
+    def output_shape(self, input_shape: Shape) -> Shape:
+        _check_channels("BatchNormalization", self.num_features, input_shape)
+        return tuple(input_shape)
 
     def initialize(self, rng: np.random.Generator) -> None:
         self.params["gamma"][...] = 1

@@ -539,7 +539,10 @@ def layer_summary(model: Sequential) -> list[dict[str, Any]]:
 
 
 def model_summary(model: Sequential) -> dict[str, Any]:
-    """Totals plus :func:`layer_summary` rows: ``{"name", "params", "macs", "layers"}``."""
+    """Totals plus :func:`layer_summary` rows.
+
+    Keys: ``"name"``, ``"input_shape"`` (per sample, CHW), ``"params"``, ``"macs"``, ``"layers"``.
+    """
     rows = layer_summary(model)
     return {
         "name": model.name,

@@ -63,7 +63,7 @@ class Exponential(Schedule):
 
     @property
     def spec(self) -> str:
-        return f"exp:{_number_text(self.gamma)}"
+        return f"exp:{number_text(self.gamma)}"
 
     def _lr(self, epoch: float, base_lr: float, total_epochs: int) -> float:
         return base_lr * self.gamma**epoch
@@ -78,7 +78,7 @@ class Step(Schedule):
 
     @property
     def spec(self) -> str:
-        return f"step:{self.every}:{_number_text(self.factor)}"
+        return f"step:{self.every}:{number_text(self.factor)}"
 
     def _lr(self, epoch: float, base_lr: float, total_epochs: int) -> float:
         return base_lr * self.factor ** math.floor(epoch / self.every)
@@ -96,7 +96,7 @@ class Cosine(Schedule):
 
     @property
     def spec(self) -> str:
-        return "cosine" if self.floor == 0 else f"cosine:{_number_text(self.floor)}"
+        return "cosine" if self.floor == 0 else f"cosine:{number_text(self.floor)}"
 
     def _lr(self, epoch: float, base_lr: float, total_epochs: int) -> float:
         progress = min(epoch / total_epochs, 1.0)
@@ -173,9 +173,10 @@ def _fields(text: str, name: str, count: int, spec: str) -> list[str]:
 
 
 def _positive_int(text: str, spec: str) -> int:
-    if not text.isdigit() or int(text) < 1:
+    value = whole_number(text)
+    if value is None or value < 1:
         raise DeepConvNetError(f"lr schedule {spec!r}: {text!r} is not a whole number >= 1")
-    return int(text)
+    return value
 
 
 def _fraction(text: str, spec: str, what: str, allow_one: bool) -> float:
@@ -195,6 +196,20 @@ def _check_args(epoch: float, total_epochs: int) -> None:
         raise ValueError(f"need epoch >= 0 and total_epochs >= 1, got {epoch} and {total_epochs}")
 
 
-def _number_text(value: float) -> str:
-    """The shortest text that reads back as ``value``."""
+def whole_number(text: str) -> int | None:
+    """The int that ``text`` spells in ASCII digits, else None.
+
+    ``str.isdigit`` alone also accepts digits such as ``"²"`` that ``int()`` rejects, which would
+    turn a typo in a spec into an internal error instead of a spec error. Shared with the
+    augmentation specs (data may import from the engine, not the other way round).
+    """
+    return int(text) if text.isascii() and text.isdigit() else None
+
+
+def number_text(value: float) -> str:
+    """The shortest text that reads back as ``value`` (``15``, not ``15.0``; ``0.15``).
+
+    Canonical spec text is built with it, here and in the augmentation specs, so that a spec
+    printed back reads the same as the one typed.
+    """
     return str(int(value)) if float(value).is_integer() else repr(float(value))

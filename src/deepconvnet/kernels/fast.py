@@ -36,8 +36,9 @@ Why it is fast (measured on 2 cores, see bench/speed.py):
   gradient to its first position equal to the maximum, found again from ``x`` and ``y``
   (no argmax stored, nothing computed for inference).
 
-Every other configuration (stride > 1, few input channels such as the first layer's C = 1,
-padding larger than the kernel) goes through an NHWC im2col path that is general and exact.
+Every other configuration goes through an NHWC im2col path that is general and exact: stride > 1,
+non-square kernels, padding of the kernel's size or more (pad > k - 1), and thin inputs whose
+``kw * C`` is below 24 (such as the first layer's C = 1); see :func:`_uses_grid`.
 """
 
 from __future__ import annotations
@@ -174,12 +175,15 @@ def _blocks(a: int, z: int, image_bytes: int) -> list[tuple[int, int]]:
 
 
 def _grid_image_bytes(h: int, w: int, c: int, k: int, pad: int, item: int) -> int:
+    """Bytes of one image's folded grid ``G3``: ``(H + pad) * (W + pad)`` rows of ``k * C``."""
     return (h + pad) * (w + pad) * k * c * item
 
 
-def _col_image_bytes(shape: tuple, row: int, stride: int, k: int, pad: int) -> int:
-    _, h, w, _ = shape
-    return ((h + 2 * pad - k) // stride + 1) * ((w + 2 * pad - k) // stride + 1) * row * 4
+def _col_image_bytes(x: np.ndarray, kh: int, kw: int, stride: int, pad: int) -> int:
+    """Bytes of one image's im2col rows: OH * OW rows of ``kh * kw * C`` values of x's dtype."""
+    _, h, w, c = x.shape
+    rows = output_size(h, kh, stride, pad) * output_size(w, kw, stride, pad)
+    return rows * kh * kw * c * x.itemsize
 
 
 def _grid_forward_chunk(x, wf, b, pad, relu, y, keep, a, z):
@@ -256,7 +260,7 @@ def _im2col(x: np.ndarray, kh: int, kw: int, stride: int, pad: int) -> np.ndarra
 
 def _col_forward_chunk(x, wm, b, kh, kw, stride, pad, relu, y, keep, a, z):
     kept = []
-    for i, e in _blocks(a, z, _col_image_bytes(x.shape, wm.shape[0], stride, kh, pad)):
+    for i, e in _blocks(a, z, _col_image_bytes(x, kh, kw, stride, pad)):
         cols = _im2col(x[i:e], kh, kw, stride, pad)
         np.matmul(cols, wm, out=y[i:e].reshape(cols.shape[0], -1))
         y[i:e] += b
@@ -270,7 +274,7 @@ def _col_backward_chunk(dy, x, y, colss, wm, kh, kw, stride, pad, dx, a, z):
     _, oh, ow, f = dy.shape
     _, h, w, c = x.shape
     dwm = db = None
-    blocks = _blocks(a, z, _col_image_bytes(x.shape, wm.shape[0], stride, kh, pad))
+    blocks = _blocks(a, z, _col_image_bytes(x, kh, kw, stride, pad))
     for (i, e), cols in zip(blocks, colss[a], strict=True):
         if cols is None:
             cols = _im2col(x[i:e], kh, kw, stride, pad)

@@ -36,9 +36,17 @@ __all__ = [
 
 
 def output_size(size: int, kernel: int, stride: int, pad: int) -> int:
-    """Length of one spatial output axis; raises ValueError when the window does not fit."""
+    """Length of one spatial output axis; raises ValueError when the window does not fit.
+
+    The arguments are checked before the division, so a stride of 0 from a hand-edited spec is a
+    ValueError naming it rather than a ZeroDivisionError.
+    """
+    if kernel < 1 or stride < 1 or pad < 0:
+        raise ValueError(
+            f"need kernel >= 1, stride >= 1 and pad >= 0, got {kernel}, {stride}, {pad}"
+        )
     out = (size + 2 * pad - kernel) // stride + 1
-    if out < 1 or stride < 1 or pad < 0:
+    if out < 1:
         raise ValueError(
             f"window {kernel} with stride {stride}, pad {pad} does not fit an input of size {size}"
         )
