@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from deepconvnet.data.loader import BatchLoader
+from deepconvnet.streams import AUGMENT, ORDER, stream
 
 
 def dataset(n: int = 23):
@@ -40,7 +41,7 @@ def test_len_and_batch_sizes():
 def test_batches_are_exact_floats_and_int64_labels_in_seeded_order():
     images, labels = dataset()
     loader = BatchLoader(images, labels, 4, seed=11)
-    order = np.random.default_rng([11, 3]).permutation(len(labels))
+    order = stream(11, ORDER, 3).permutation(len(labels))
     batches = collect(loader, 3)
     t_all = np.concatenate([t for _, t in batches])
     np.testing.assert_array_equal(t_all, order)
@@ -117,7 +118,7 @@ def test_augment_gets_the_per_batch_generator():
         return x
 
     collect(BatchLoader(images, labels, 4, seed=3, augment=record, prefetch=0), 5)
-    assert draws == [np.random.default_rng([3, 5, i, 1]).integers(1 << 62) for i in range(3)]
+    assert draws == [stream(3, AUGMENT, 5, i).integers(1 << 62) for i in range(3)]
 
 
 def test_prefetch_zero_matches_background_thread():

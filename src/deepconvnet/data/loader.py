@@ -1,8 +1,9 @@
 """Seeded mini-batches, prepared in a background thread.
 
-The order of epoch ``e`` comes from ``default_rng([seed, e])`` and the augmentation of batch ``i``
-from ``default_rng([seed, e, i, 1])``: nothing carries over from one batch or epoch to the next, so
-a run resumed at batch ``k`` sees exactly the batches an uninterrupted run would have seen.
+The order of epoch ``e`` comes from its own stream, ``stream(seed, ORDER, e)``, and the augmentation
+of batch ``i`` from ``stream(seed, AUGMENT, e, i)``: nothing carries over from one batch or epoch to
+the next, so a run resumed at batch ``k`` sees exactly the batches an uninterrupted run would have
+seen.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 
 from deepconvnet.data.mnist import to_float
+from deepconvnet.streams import AUGMENT, ORDER, stream
 
 Augment = Callable[[np.ndarray, np.random.Generator], np.ndarray]
 # How an epoch's indices are drawn: a permutation (every image once); n draws with replacement,
@@ -63,7 +65,7 @@ class BatchLoader:
         n = len(self.labels)
         if self.sampling == "sequential":
             return np.arange(n)
-        rng = np.random.default_rng([self.seed, epoch])
+        rng = stream(self.seed, ORDER, epoch)
         if self.sampling == "replacement":
             return rng.integers(0, n, size=n)
         return rng.permutation(n)
@@ -75,7 +77,7 @@ class BatchLoader:
         chosen = order[index * self.batch_size : (index + 1) * self.batch_size]
         x = to_float(self.images[chosen])
         if self.augment is not None:
-            rng = np.random.default_rng([self.seed, epoch, index, 1])
+            rng = stream(self.seed, AUGMENT, epoch, index)
             x = self.augment(x, rng)
         return x, self.labels[chosen].astype(np.int64)
 

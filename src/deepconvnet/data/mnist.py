@@ -31,6 +31,7 @@ import numpy as np
 from deepconvnet.data.idx import parse_idx
 from deepconvnet.errors import DataError, DeepConvNetError
 from deepconvnet.fileio import atomic_save_npz, load_npz, one_line
+from deepconvnet.streams import VAL_SPLIT, stream
 
 Log = Callable[[str], None]
 
@@ -257,7 +258,7 @@ def train_val_split(
     if not 0 <= n_val < n:
         raise DataError(f"validation size must be in [0, {n}), got {n_val}")
     chosen = np.zeros(n, dtype=bool)
-    chosen[np.random.default_rng(seed).permutation(n)[:n_val]] = True
+    chosen[stream(seed, VAL_SPLIT).permutation(n)[:n_val]] = True
     return images[~chosen], labels[~chosen], images[chosen], labels[chosen]
 
 
