@@ -23,6 +23,7 @@ from deepconvnet.cli import main
 from deepconvnet.data.idx import write_idx
 from deepconvnet.fileio import atomic_save_npz, json_to_array
 from deepconvnet.models import build_model
+from deepconvnet.streams import VERSION as STREAMS_VERSION
 from deepconvnet.train import TrainConfig, TrainState
 
 
@@ -77,7 +78,8 @@ def test_resume_from_a_checkpoint_of_another_architecture(tmp_path, capsys):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     config = TrainConfig(train_limit=200, epochs=1)
-    (run_dir / "config.json").write_text(json.dumps({"config": asdict(config)}))
+    record = {"config": asdict(config), "streams": STREAMS_VERSION}
+    (run_dir / "config.json").write_text(json.dumps(record))
     other = build_model("deepconvnet-bn", rng=np.random.default_rng(0))
     arrays = {f"model/{k}": v for k, v in other.params().items()}
     arrays["__spec__"] = json_to_array(other.spec())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ from PIL import Image
 
 from deepconvnet.checkpoint import load_model, save_model
 from deepconvnet.cli import main
-from deepconvnet.fileio import load_npz
+from deepconvnet.fileio import array_to_json, atomic_save_npz, json_to_array, load_npz
 
 pytestmark = pytest.mark.mnist
 
@@ -83,6 +84,8 @@ def test_model_file_round_trips_exactly(quick_run, tmp_path):
         (["train", "--lr", "-1"], "must be a positive number"),
         (["train", "--lr-schedule", "bogus"], "bogus"),
         (["train", "--sampling", "random"], "'random'"),
+        (["train", "--weight-decay", "nan"], "must be a finite number >= 0"),
+        (["train", "--weight-decay", "-1"], "must be a finite number >= 0"),
         (["evaluate", "/nonexistent/run"], "/nonexistent/run"),
         (["train", "--resume", "/nonexistent/run"], "/nonexistent/run"),
     ],
@@ -131,3 +134,72 @@ def test_float64_run_trains_the_same_network_in_float64(tmp_path):
     }
     assert losses["float64"] == pytest.approx(losses["float32"], rel=1e-4)
     assert losses["float64"] != losses["float32"]  # really a different arithmetic
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--train-limit", "100", "--val", "200"], "leaves no training images"),
+        (["--data-dir", "/nonexistent/mnist"], "/nonexistent/mnist"),
+    ],
+)
+def test_a_start_refused_leaves_no_directory(options, message, tmp_path, capsys):
+    """The corrected command must not then be refused for a half-made run directory."""
+    out = tmp_path / "run"
+    assert main(["train", *options, "--no-progress", "--out", str(out)]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+def unfinished_copy(run_dir, tmp_path):
+    """A copy of a finished run that looks interrupted after its last epoch's checkpoint."""
+    copy = tmp_path / "unfinished"
+    shutil.copytree(run_dir, copy)
+    (copy / "results.json").unlink()
+    return copy
+
+
+def test_resume_refuses_options_it_would_ignore(quick_run, tmp_path, capsys):
+    run_dir = unfinished_copy(quick_run, tmp_path)
+    assert main(["train", "--resume", str(run_dir), "--epochs", "25", "--lr", "0.5"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "drop --epochs, --lr" in err and len(err.splitlines()) == 1
+
+
+def test_resume_refuses_a_finished_run(quick_run, capsys):
+    before = (quick_run / "results.json").read_bytes()
+    assert main(["train", "--resume", str(quick_run), "--no-progress"]) == 2
+    assert "already finished" in capsys.readouterr().err
+    assert (quick_run / "results.json").read_bytes() == before
+
+
+def test_resume_refuses_a_damaged_checkpoint(quick_run, tmp_path, capsys):
+    run_dir = unfinished_copy(quick_run, tmp_path)
+    arrays = load_npz(run_dir / "checkpoint.npz")
+    state = array_to_json(arrays["__state__"])
+    arrays["__state__"] = json_to_array({**state, "bogus": 1})
+    atomic_save_npz(run_dir / "checkpoint.npz", arrays)
+    assert main(["train", "--resume", str(run_dir), "--no-progress"]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.endswith("__state__ does not hold a training state (unexpected bogus)")
+
+
+def test_resume_refuses_a_run_drawn_with_other_random_streams(quick_run, tmp_path, capsys):
+    run_dir = unfinished_copy(quick_run, tmp_path)
+    config = json.loads((run_dir / "config.json").read_text())
+    del config["streams"]  # as runs made before the streams had their own keys
+    (run_dir / "config.json").write_text(json.dumps(config))
+    assert main(["train", "--resume", str(run_dir), "--no-progress"]) == 2
+    assert "random streams differ" in capsys.readouterr().err
+
+
+def test_evaluate_reports_even_where_it_cannot_save_the_plot(quick_run, tmp_path, capsys):
+    model_dir = tmp_path / "readonly-ish"
+    model_dir.mkdir()
+    shutil.copy(quick_run / "model.npz", model_dir / "model.npz")
+    (model_dir / "plots").write_text("a file where the plots directory would go")
+    capsys.readouterr()
+    assert main(["evaluate", str(model_dir), "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["total"] == 10_000
+    assert "warning: no confusion plot" in captured.err

@@ -20,3 +20,14 @@ class CheckpointError(DeepConvNetError):
 
 class ImageError(DeepConvNetError):
     """An input image that cannot be read or is too large."""
+
+
+EXIT_INTERRUPTED = 130  # the shell's code for a process stopped by Ctrl-C (128 + SIGINT)
+
+
+class Interrupted(Exception):
+    """Work stopped on request (Ctrl-C, SIGTERM) after saving what it can resume from.
+
+    Not a :class:`DeepConvNetError`: nothing was wrong with the input. The CLI prints the message,
+    which says how to resume, and exits with :data:`EXIT_INTERRUPTED`.
+    """

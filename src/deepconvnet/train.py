@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import platform
 import resource
 import signal
@@ -34,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from deepconvnet import __version__
-from deepconvnet.errors import CheckpointError, DeepConvNetError
+from deepconvnet.errors import CheckpointError, DeepConvNetError, Interrupted
 from deepconvnet.fileio import (
     array_to_json,
     atomic_save_npz,
@@ -43,6 +44,8 @@ from deepconvnet.fileio import (
     json_to_array,
     load_npz,
 )
+from deepconvnet.streams import DROPOUT, INIT, stream
+from deepconvnet.streams import VERSION as STREAMS_VERSION
 
 CHECKPOINT = "checkpoint.npz"
 CONFIG = "config.json"
@@ -52,7 +55,7 @@ OPTIMIZER = "optimizer.npz"
 RESULTS = "results.json"
 
 
-class TrainingInterrupted(Exception):
+class TrainingInterrupted(Interrupted):
     """Raised after a clean stop on SIGINT/SIGTERM; the checkpoint on disk is resumable."""
 
     def __init__(self, run_dir: Path):
@@ -183,8 +186,10 @@ def train(
     log = log or _print_err
     run_dir = Path(run_dir)
     started = time.perf_counter()
-    _prepare_run_dir(run_dir, resume)
+    _check_run_dir(run_dir, resume)
 
+    # Everything that can refuse the input comes before the run directory is created, so that a
+    # failed start leaves nothing behind that would block the corrected command.
     threads = _configure_threads(config.threads)
     dataset = load_dataset(config.dataset, config.data_dir, log=log)
     train_x, train_t, val_x, val_t = _split(dataset, config)
@@ -198,6 +203,7 @@ def train(
         state = _load_checkpoint(run_dir, model, optimizer)
         log(f"resuming {run_dir} at epoch {state.epoch + 1}, batch {state.batch}")
     else:
+        _create_run_dir(run_dir)
         state = TrainState(rng_state=model.rng.bit_generator.state)
         _write_config(run_dir, config, dataset, threads, model, extra={"n_train": len(train_t)})
     model.rng.bit_generator.state = state.rng_state
@@ -207,7 +213,7 @@ def train(
         f" for {config.epochs} epochs, batch {config.batch_size}, {config.optimizer} "
         f"lr {config.lr}, {threads} thread(s) -> {run_dir}"
     )
-    with graceful_stop() as stop:
+    with graceful_stop() as stop, _removed_if_diverged_unsaved(run_dir):
         _fit(
             config,
             model,
@@ -261,8 +267,9 @@ def _fit(config, model, optimizer, schedule, loader, val, state, run_dir, stop, 
             if not math.isfinite(loss):
                 bar.close()
                 raise TrainingDiverged(
-                    f"loss became {loss} at epoch {epoch + 1}, batch {state.batch}; the last good "
-                    f"checkpoint is kept in {run_dir} (try a smaller --lr)"
+                    f"loss became {loss} at epoch {epoch + 1}, batch {state.batch}; "
+                    + _kept_after_divergence(run_dir)
+                    + " (try a smaller --lr)"
                 )
             bar.update(1)
             bar.set_postfix(
@@ -356,11 +363,11 @@ def _build_model(config: TrainConfig, dataset):
 
     model = build_model(
         config.model,
-        rng=np.random.default_rng([config.seed, 0]),
+        rng=stream(config.seed, INIT),
         dtype=np.dtype(config.dtype),
         **config.model_options,
     )
-    model.rng = np.random.default_rng([config.seed, 1])
+    model.rng = stream(config.seed, DROPOUT)
     model.set_backend(config.backend or default_backend())
     return model
 
@@ -395,20 +402,78 @@ def _build_loader(config: TrainConfig, images: np.ndarray, labels: np.ndarray):
 # The run directory
 
 
-def _prepare_run_dir(run_dir: Path, resume: bool) -> None:
+def _check_run_dir(run_dir: Path, resume: bool) -> None:
+    """Refuse a directory that cannot take this run, before any work is done."""
     if resume:
+        if (run_dir / RESULTS).is_file():
+            raise DeepConvNetError(f"{run_dir} has already finished ({RESULTS}); nothing to resume")
         if not (run_dir / CHECKPOINT).is_file():
             raise DeepConvNetError(f"{run_dir}: no {CHECKPOINT} to resume from")
+        _check_streams(run_dir)
         return
     if run_dir.exists() and any(run_dir.iterdir()):
         raise DeepConvNetError(
             f"{run_dir} already exists and is not empty (use --resume {run_dir} to continue it, "
             "or choose another --out)"
         )
+    _check_creatable(run_dir)
+
+
+def _check_creatable(run_dir: Path) -> None:
+    """Fail before the data loads if the directory could not be made (the nearest existing
+    ancestor is a file or is not writable); it is created only once the run can start."""
+    ancestor = run_dir.absolute()
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise DeepConvNetError(
+            f"cannot create run directory {run_dir}: {ancestor} is not a directory"
+        )
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise DeepConvNetError(f"cannot create run directory {run_dir}: {ancestor} is not writable")
+
+
+def _create_run_dir(run_dir: Path) -> None:
     try:
         (run_dir / "plots").mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DeepConvNetError(f"cannot create run directory {run_dir}: {exc.strerror}") from exc
+
+
+def _check_streams(run_dir: Path) -> None:
+    """A run drawn with other random streams would not carry on as it would have; refuse it."""
+    recorded = json.loads((run_dir / CONFIG).read_text()).get("streams", 1)
+    if recorded != STREAMS_VERSION:
+        raise CheckpointError(
+            f"{run_dir} was made by an earlier deepconvnet whose random streams differ (version "
+            f"{recorded}, now {STREAMS_VERSION}); it cannot be resumed identically: start a new run"
+        )
+
+
+def _kept_after_divergence(run_dir: Path) -> str:
+    if (run_dir / CHECKPOINT).is_file():
+        return f"the last good checkpoint is kept in {run_dir}"
+    return f"no checkpoint had been written yet, so {run_dir} is removed"
+
+
+@contextmanager
+def _removed_if_diverged_unsaved(run_dir: Path) -> Iterator[None]:
+    """A run that diverges before its first checkpoint leaves only its config: remove it, so that
+    rerunning the same command with a smaller --lr is not refused for a non-empty directory."""
+    try:
+        yield
+    except TrainingDiverged:
+        if not (run_dir / CHECKPOINT).is_file():
+            _remove_unstarted(run_dir)
+        raise
+
+
+def _remove_unstarted(run_dir: Path) -> None:
+    """Delete what a fresh run writes before its first checkpoint, and nothing else."""
+    (run_dir / CONFIG).unlink(missing_ok=True)
+    for directory in (run_dir / "plots", run_dir):
+        with suppress(OSError):  # not empty: something else lives there, keep it
+            directory.rmdir()
 
 
 def load_config(run_dir: str | Path) -> TrainConfig:
@@ -429,6 +494,7 @@ def _write_config(run_dir: Path, config: TrainConfig, dataset, threads: int, mod
         run_dir / CONFIG,
         {
             "config": asdict(config),
+            "streams": STREAMS_VERSION,
             "command": sys.argv,
             "model_spec": model.spec(),
             "params": model.num_params(),
@@ -483,20 +549,46 @@ def _load_checkpoint(run_dir: Path, model, optimizer) -> TrainState:
         arrays = load_npz(path)
     except DeepConvNetError as exc:
         raise CheckpointError(str(exc)) from exc
-    if "__state__" not in arrays:
-        raise CheckpointError(f"{path}: not a training checkpoint (no __state__)")
-    if array_to_json(arrays["__spec__"]) != model.spec():
+    state = _decode_state(path, arrays)
+    if _decode_json(path, arrays, "__spec__") != model.spec():
         raise CheckpointError(f"{path}: checkpoint is of another architecture than {CONFIG}")
     live = {**model.params(), **model.buffers()}
     for name, target in live.items():
         saved = arrays.get(f"model/{name}")
         if saved is None or saved.shape != target.shape:
             raise CheckpointError(f"{path}: parameter {name} missing or mis-shaped")
+        if not np.all(np.isfinite(saved)):
+            raise CheckpointError(f"{path}: parameter {name} holds non-finite values")
         target[...] = saved
-    optimizer.load_state_dict(
-        {k.removeprefix("optim/"): v for k, v in arrays.items() if k.startswith("optim/")}
-    )
-    return TrainState(**array_to_json(arrays["__state__"]))
+    try:
+        optimizer.load_state_dict(
+            {k.removeprefix("optim/"): v for k, v in arrays.items() if k.startswith("optim/")}
+        )
+        model.rng.bit_generator.state = state.rng_state
+    except (ValueError, TypeError, KeyError) as exc:
+        raise CheckpointError(f"{path}: unusable optimizer or random state ({exc})") from exc
+    return state
+
+
+def _decode_json(path: Path, arrays: dict[str, np.ndarray], key: str) -> Any:
+    if key not in arrays:
+        raise CheckpointError(f"{path}: not a training checkpoint (no {key})")
+    try:
+        return array_to_json(arrays[key])
+    except (ValueError, TypeError, IndexError) as exc:
+        raise CheckpointError(f"{path}: unreadable {key} ({exc})") from exc
+
+
+def _decode_state(path: Path, arrays: dict[str, np.ndarray]) -> TrainState:
+    data = _decode_json(path, arrays, "__state__")
+    expected = {f.name for f in fields(TrainState)}
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: __state__ is a {type(data).__name__}, not a training state")
+    if set(data) != expected:
+        odd = {"unexpected": sorted(set(data) - expected), "missing": sorted(expected - set(data))}
+        detail = "; ".join(f"{kind} {', '.join(keys)}" for kind, keys in odd.items() if keys)
+        raise CheckpointError(f"{path}: __state__ does not hold a training state ({detail})")
+    return TrainState(**data)
 
 
 def _finish_run(run_dir: Path, model, optimizer, state: TrainState, test: dict, seconds: float):

@@ -16,7 +16,7 @@ import traceback
 from collections.abc import Sequence
 
 from deepconvnet import __version__
-from deepconvnet.errors import DeepConvNetError
+from deepconvnet.errors import EXIT_INTERRUPTED, DeepConvNetError, Interrupted
 
 # Subcommand modules, in the order their commands appear in --help.
 COMMAND_MODULES = (
@@ -31,7 +31,6 @@ COMMAND_MODULES = (
 
 EXIT_USAGE = 2
 EXIT_INTERNAL = 1
-EXIT_INTERRUPTED = 130
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -78,6 +77,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         print(f"deepconvnet: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except Interrupted as stop:  # a clean stop: the message says how to resume
+        print(f"deepconvnet: {stop}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except KeyboardInterrupt:
         print("deepconvnet: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -29,6 +29,14 @@ def positive_float(text: str) -> float:
     return value
 
 
+def nonnegative_float(text: str) -> float:
+    """A finite float >= 0."""
+    value = _parse(text, float, "a number")
+    if not (0 <= value < float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
+
+
 def _parse(text: str, kind: type, what: str):
     try:
         return kind(text)
