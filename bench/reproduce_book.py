@@ -50,6 +50,7 @@ def run_row(out: Path, wall: float | None = None) -> dict:
     config = json.loads((out / "config.json").read_text())
     return {
         "seed": config["config"]["seed"],
+        "deepconvnet": config.get("versions", {}).get("deepconvnet", "unrecorded"),
         "run_dir": str(out),
         "test_accuracy": results["test_accuracy"],
         "seconds_per_epoch": results["seconds_per_epoch"],
