@@ -362,7 +362,8 @@ def test_augment_preview_writes_png_of_the_expected_size(tmp_path, monkeypatch):
 
 def test_augment_preview_rejects_a_bad_spec(tmp_path, capsys):
     assert main(["augment-preview", "--out", str(tmp_path / "x.png"), "--augment", "spin=1"]) == 2
-    assert "spin=1" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "spin=1" in err and err.count("elastic") == 1  # a key and a preset, named once
     assert not (tmp_path / "x.png").exists()
 
 
@@ -381,3 +382,14 @@ def test_fast_sampling_matches_scipy_reference_inside_outside_and_on_the_edges()
     integer = np.stack(np.meshgrid(np.arange(9.0), np.arange(7.0), indexing="ij"))
     identity = np.broadcast_to(integer[:, None], (2, 6, 9, 7))
     np.testing.assert_array_equal(sample(x, identity), x)  # whole pixels: exact copies
+
+
+@pytest.mark.parametrize(("spec", "warned"), [("flip=h", True), ("rotate=10", False)])
+def test_flipping_digits_warns_in_every_command(spec, warned, capsys):
+    """train and augment-preview share one warning: a mirrored digit is another label."""
+    from deepconvnet.cli import build_parser
+    from deepconvnet.cli.train import config_from_args
+
+    args = build_parser().parse_args(["train", "--augment", spec])
+    config_from_args(args)
+    assert ("a mirrored 2 is no 2" in capsys.readouterr().err) is warned

@@ -89,7 +89,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             traceback.print_exc()
         print(
-            f"deepconvnet: internal error: {type(exc).__name__}: {exc} (rerun with --debug)",
+            f"deepconvnet: internal error: {type(exc).__name__}: {exc} "
+            "(deepconvnet --debug COMMAND ... shows the traceback)",
             file=sys.stderr,
         )
         return EXIT_INTERNAL

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
-from deepconvnet.cli.common import add_data_options, nonnegative_int, positive_int
-
-DIGIT_DATASETS = ("mnist",)
+from deepconvnet.cli.common import (
+    add_data_options,
+    nonnegative_int,
+    positive_int,
+    warn_if_flipping_digits,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -47,8 +49,7 @@ def run_augment_preview(args: argparse.Namespace) -> int:
     augmenter = parse_augment(args.augment)
     if augmenter is None:
         raise DeepConvNetError(f"--augment {args.augment!r}: no augmentation, nothing to preview")
-    if augmenter.flips and args.dataset in DIGIT_DATASETS:
-        print(f"warning: {args.dataset} digits mirrored are not digits (flip)", file=sys.stderr)
+    warn_if_flipping_digits(augmenter, args.dataset)
     dataset = load_dataset(args.dataset, args.data_dir)
     rng = np.random.default_rng(args.seed)
     count = min(args.count, len(dataset.train_images))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def positive_int(text: str) -> int:
@@ -42,6 +43,18 @@ def _parse(text: str, kind: type, what: str):
         return kind(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+
+
+DIGIT_DATASETS = ("mnist",)  # datasets whose classes a mirror image changes (a mirrored 2 is no 2)
+
+
+def warn_if_flipping_digits(augmenter, dataset: str) -> None:
+    """Flips exist for datasets they suit; on digits they teach wrong labels, so say so."""
+    if augmenter is not None and augmenter.flips and dataset in DIGIT_DATASETS:
+        print(
+            f"warning: flips change a digit's meaning (a mirrored 2 is no 2); {dataset} is digits",
+            file=sys.stderr,
+        )
 
 
 def add_threads_option(parser: argparse.ArgumentParser) -> None:

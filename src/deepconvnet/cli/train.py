@@ -16,6 +16,7 @@ from deepconvnet.cli.common import (
     nonnegative_int,
     positive_float,
     positive_int,
+    warn_if_flipping_digits,
 )
 
 # Options a resumed run may change: they do not alter what is computed (threads change only the
@@ -178,12 +179,7 @@ def _canonical_specs(config):
     config.lr_schedule = parse_schedule(config.lr_schedule).spec
     augmenter = parse_augment(config.augment)
     config.augment = augmenter.spec if augmenter is not None else None
-    if augmenter is not None and augmenter.flips and config.dataset == "mnist":
-        print(
-            "warning: flips change a digit's meaning (a mirrored 2 is no 2); "
-            "use them only for datasets where that is not so",
-            file=sys.stderr,
-        )
+    warn_if_flipping_digits(augmenter, config.dataset)
     return config
 
 

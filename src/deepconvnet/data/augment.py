@@ -402,7 +402,7 @@ def parse_augment(spec: str | None) -> Augmenter | None:
     for item in _expand_presets(spec):
         key, _, value = item.partition("=")
         if key not in KEYS:
-            known = ", ".join([*KEYS, *PRESETS, "none"])
+            known = ", ".join(dict.fromkeys([*KEYS, *PRESETS, "none"]))  # elastic is both
             raise DeepConvNetError(f"augment spec: unknown item {item!r} (known: {known})")
         if key in settings:
             raise DeepConvNetError(f"augment spec: {key!r} given twice in {spec!r}")
