@@ -15,10 +15,12 @@ from deepconvnet.cli import main
 from deepconvnet.errors import DeepConvNetError
 from deepconvnet.experiments import (
     DEPTH_MODELS,
+    NOISE_ERRORS,
     DepthConfig,
     assert_matching_receptive_fields,
     build_depth_model,
     default_epochs,
+    depth_notes,
     epochs_for_sizes,
     parse_sizes,
     run_depth_experiment,
@@ -279,6 +281,36 @@ def test_depth_experiment_runs_every_cell_through_the_trainer(tiny, tmp_path):  
 
 
 # -- CLI --------------------------------------------------------------------------------------
+def _cell(size: int, model: str, errors: int) -> dict:
+    return {
+        "train_size": size,
+        "model": model,
+        "test_total": 10_000,
+        "test_correct": 10_000 - errors,
+        "test_accuracy": (10_000 - errors) / 10_000,
+    }
+
+
+def test_depth_notes_call_only_small_differences_noise():
+    record = {
+        "seed": 0,
+        "threads": 2,
+        "machine": {"platform": "test", "cpus": 2},
+        "cells": [
+            _cell(1000, "depth-stack3x3", 300),
+            _cell(1000, "depth-large", 415),  # 115 errors apart: not noise
+            _cell(60000, "depth-stack3x3", 80),
+            _cell(60000, "depth-large", 80 + NOISE_ERRORS),  # at the threshold: noise
+        ],
+    }
+    small, large = depth_notes(record)[-2:][::-1]
+    assert large.startswith("1,000 images: depth-stack3x3 0.9700 vs depth-large 0.9585")
+    assert "(115 fewer test errors for depth-stack3x3; one seed)." in large
+    assert "noise" not in large
+    assert f"({NOISE_ERRORS} fewer test errors for depth-stack3x3; one seed" in small
+    assert "within seed-to-seed noise" in small
+
+
 def test_missing_model_is_one_line_exit_2(tmp_path, capsys):
     for argv in (
         ["misclassified", str(tmp_path / "nope")],
@@ -334,3 +366,19 @@ def test_cli_misclassified_and_visualize_on_mnist(tmp_path, capsys):
         == 2
     )
     assert "out of range" in capsys.readouterr().err
+
+
+@pytest.mark.mnist
+def test_a_model_of_another_input_shape_is_one_line_exit_2(tmp_path, capsys):
+    colour = deepconvnet(input_shape=(3, 28, 28))
+    path = save_model(tmp_path / "run" / "model.npz", colour)
+    for argv in (
+        ["misclassified", str(path)],
+        ["visualize", str(path), "--out", str(tmp_path / "vis")],
+    ):
+        assert main(argv) == 2, argv
+        *log, error = capsys.readouterr().err.splitlines()
+        assert all(line.startswith("mnist: served by") for line in log), log  # data source
+        assert error.startswith(f"deepconvnet: error: {path}: the model expects input of shape")
+        assert error.endswith("(3, 28, 28) (C, H, W), but the mnist test images are (1, 28, 28)")
+    assert not (tmp_path / "run" / "plots").exists() and not (tmp_path / "vis").exists()

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from deepconvnet.checkpoint import load_metadata, load_model, save_model
+from deepconvnet.checkpoint import check_input_shape, load_metadata, load_model, save_model
 from deepconvnet.errors import CheckpointError
 from deepconvnet.fileio import atomic_save_npz, load_npz
 from deepconvnet.models import build_model
@@ -59,3 +59,14 @@ def test_other_architecture_and_bad_values(tmp_path, model, rng):
     atomic_save_npz(path, arrays)
     with pytest.raises(CheckpointError, match="unknown layer type"):
         load_model(path)
+
+
+def test_check_input_shape_names_the_model_and_the_data():
+    colour = build_model("deepconvnet", input_shape=(3, 28, 28))
+    with pytest.raises(CheckpointError) as caught:
+        check_input_shape(colour, (1, 28, 28), "the mnist test images", name="runs/x/model.npz")
+    assert str(caught.value) == (
+        "runs/x/model.npz: the model expects input of shape (3, 28, 28) (C, H, W), "
+        "but the mnist test images are (1, 28, 28)"
+    )
+    check_input_shape(build_model("deepconvnet"), (1, 28, 28), "the mnist test images")

@@ -12,13 +12,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fixtures_data import tiny  # noqa: F401  (pytest fixture)
 
 from deepconvnet.checkpoint import load_model, save_model
 from deepconvnet.cli import main
 from deepconvnet.ensemble import (
+    MANIFEST,
     average_probabilities,
+    check_members_can_start,
     majority_vote,
     member_state,
+    new_ensemble,
     plan_ensemble,
     read_run_files,
     score_ensemble,
@@ -91,6 +95,15 @@ def test_thread_budget_is_shared_among_workers(tmp_path):
         plan_ensemble(config, tmp_path, members=10, workers=5, threads=4)
 
 
+def test_surplus_workers_do_not_take_threads(tmp_path):
+    """Workers beyond the member count would idle: they are dropped before threads are shared."""
+    config = TrainConfig(seed=0)
+    plan = plan_ensemble(config, tmp_path, members=2, workers=4, threads=4)
+    assert (plan.workers, plan.member_threads) == (2, 2)
+    plan = plan_ensemble(config, tmp_path, members=2, workers=4, threads=2)
+    assert (plan.workers, plan.member_threads) == (2, 1)
+
+
 def test_run_files_round_trip_and_stay_inside(tmp_path):
     files = {"results.json": b'{"a": 1}', "plots/curve.png": b"\x89PNG"}
     target = tmp_path / "member-00"
@@ -102,6 +115,57 @@ def test_run_files_round_trip_and_stay_inside(tmp_path):
     with pytest.raises(DeepConvNetError, match="outside"):
         write_run_files(tmp_path / "member-01", {"../escape": b"x"})
     assert not (tmp_path / "escape").exists()
+
+
+def _one_error_line(err: str) -> str:
+    """The error line, asserting it is the only line of stderr."""
+    assert err.count("\n") == 1 and err.startswith("deepconvnet: error: "), err
+    return err
+
+
+def test_bad_data_is_refused_before_the_ensemble_directory_exists(tmp_path, capsys):
+    out, missing = tmp_path / "ens", tmp_path / "nonexistent"
+    argv = ["ensemble", "train", "--out", str(out), "--members", "2", "--data-dir", str(missing)]
+    assert main(argv) == 2
+    assert f"{missing}: no train-images-idx3-ubyte" in _one_error_line(capsys.readouterr().err)
+    assert not out.exists()
+
+    # --resume checks again (the data may have moved) and touches nothing
+    new_ensemble(plan_ensemble(TrainConfig(data_dir=str(missing)), out, members=2, threads=2))
+    assert main(["ensemble", "train", "--resume", str(out)]) == 2
+    assert "no train-images-idx3-ubyte" in _one_error_line(capsys.readouterr().err)
+    assert sorted(p.name for p in out.iterdir()) == [MANIFEST, "logs"]
+    assert not any((out / "logs").iterdir())
+
+
+def test_a_split_no_member_could_train_is_refused_up_front(tiny, tmp_path):  # noqa: F811
+    def plan(**options):
+        config = TrainConfig(dataset="tiny", data_dir=str(tiny.idx_dir), **options)
+        return plan_ensemble(config, tmp_path / "ens", members=2, threads=2)
+
+    with pytest.raises(DeepConvNetError, match=r"--val 12 leaves no training images \(of 12\)"):
+        check_members_can_start(plan(val=12))
+    with pytest.raises(DeepConvNetError, match="--train-limit 13 exceeds the 12 training images"):
+        check_members_can_start(plan(train_limit=13))
+    with pytest.raises(DeepConvNetError, match=r"--val 6 leaves no training images \(of 6\)"):
+        check_members_can_start(plan(train_limit=6, val=6))
+    check_members_can_start(plan(train_limit=6, val=5))
+    assert not (tmp_path / "ens").exists()
+
+
+def test_a_failing_member_is_reported_and_the_command_fails(tiny, tmp_path, capsys):  # noqa: F811
+    # A stray file in member-00 makes the member refuse to start, after the driver started it.
+    config = TrainConfig(dataset="tiny", data_dir=str(tiny.idx_dir), epochs=1, batch_size=4)
+    out = tmp_path / "ens"
+    new_ensemble(plan_ensemble(config, out, members=1, threads=1))
+    (out / "member-00").mkdir()
+    (out / "member-00" / "notes.txt").write_text("not a run file")
+    assert main(["ensemble", "train", "--resume", str(out)]) == 1
+    printed = capsys.readouterr()
+    assert "member-00 FAILED: exit code 2: deepconvnet: error: " in printed.err
+    assert "unexpected files ['notes.txt']" in printed.err
+    assert "member-00  FAILED" in printed.out
+    assert "0/1 members finished" in printed.out
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):
@@ -142,7 +206,8 @@ def test_evaluate_json_on_two_saved_models(tmp_path, capsys):
     argv = ["ensemble", "evaluate", *map(str, paths), "--limit", str(n), "--json"]
     assert main(argv) == 0
     report = json.loads(capsys.readouterr().out)
-    assert set(report) == {"members", "ensemble", "vote"}
+    assert set(report) == {"members", "paths", "ensemble", "vote"}
+    assert report["paths"] == [str(p) for p in paths]  # member i's accuracy is members[i]
     assert report["members"] == [float(np.mean(first == labels)), float(np.mean(second == labels))]
     assert report["ensemble"] == float(np.mean(mean.argmax(axis=1) == labels))
     assert report["vote"] == float(np.mean(np.array(vote) == labels))
@@ -199,15 +264,25 @@ def test_train_in_two_workers_interrupt_and_resume(tmp_path, capsys):
 
 
 @pytest.mark.mnist
-def test_a_failing_member_is_reported_and_the_command_fails(tmp_path, capsys):
-    # --val 700 of 400 images: every member fails inside its worker, after the driver started it
+def test_val_larger_than_the_training_set_starts_no_member(tmp_path, capsys):
     out = tmp_path / "ens"
     argv = ["ensemble", "train", "--out", str(out), "--members", "2", "--threads", "2"]
-    assert main([*argv, *QUICK, "--val", "700"]) == 1
-    printed = capsys.readouterr()
-    assert "member-00 FAILED: exit code 2: deepconvnet: error: --val 700 leaves no" in printed.err
-    assert "member-01  FAILED" in printed.out
-    assert "0/2 members finished" in printed.out
+    assert main([*argv, *QUICK, "--val", "700"]) == 2
+    *log, error = capsys.readouterr().err.splitlines()
+    assert all(line.startswith("mnist: served by") for line in log), log
+    assert error == "deepconvnet: error: --val 700 leaves no training images (of 400)"
+    assert not out.exists()
+
+
+@pytest.mark.mnist
+def test_evaluate_refuses_a_member_of_another_input_shape(tmp_path, capsys):
+    path = save_model(tmp_path / "colour.npz", build_model("deepconvnet", input_shape=(3, 28, 28)))
+    assert main(["ensemble", "evaluate", str(path), "--limit", "10"]) == 2
+    error = capsys.readouterr().err.splitlines()[-1]
+    assert error == (
+        f"deepconvnet: error: {path}: the model expects input of shape (3, 28, 28) (C, H, W), "
+        "but the mnist test images are (1, 28, 28)"
+    )
 
 
 @pytest.mark.mnist

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
+import socket
 
 import httpx
 import numpy as np
@@ -15,7 +17,7 @@ from deepconvnet.cli import main
 from deepconvnet.images import load_digit
 from deepconvnet.models import build_model
 from deepconvnet.serve import DigitClassifier
-from deepconvnet.serve.app import create_app, running_server
+from deepconvnet.serve.app import BodySizeLimit, create_app, running_server
 
 BODY_LIMIT = 64 * 1024  # small, so that "too large" costs nothing to send
 
@@ -198,6 +200,58 @@ def test_server_still_answers_after_bad_requests(client):
     assert client.get("/healthz").status_code == 200
 
 
+def _asgi_status(app, headers: list[tuple[bytes, bytes]]) -> tuple[int, dict]:
+    """Call an ASGI app with one POST; returns its status and JSON body."""
+    sent = []
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/api/predict", "headers": headers}
+    asyncio.run(app(scope, receive, send))
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return sent[0]["status"], json.loads(body)
+
+
+@pytest.mark.parametrize(
+    ("value", "status", "words"),
+    [
+        ("²".encode(), 400, "invalid Content-Length"),  # a Unicode digit, not a number
+        (b"12a", 400, "invalid Content-Length"),
+        (b"99999", 413, "body too large"),
+    ],
+)
+def test_content_length_must_be_ascii_digits(value, status, words):
+    async def never_called(scope, receive, send):
+        raise AssertionError("a refused request reached the app")
+
+    limited = BodySizeLimit(never_called, max_bytes=1000)
+    code, body = _asgi_status(limited, [(b"content-length", value)])
+    assert code == status and words in body["error"]
+
+
+# -- the serve command --------------------------------------------------------------------------
+def test_serve_on_a_port_in_use_is_one_line_exit_2(model_path, capsys):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["serve", str(model_path), "--port", str(port)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"deepconvnet: error: cannot listen on 127.0.0.1:{port}: address already in use\n"
+
+
+def test_serve_on_an_address_not_of_this_machine_is_one_line_exit_2(model_path, capsys):
+    # 192.0.2.1 is TEST-NET-1 (RFC 5737): never a local address, and no name lookup
+    assert main(["serve", str(model_path), "--host", "192.0.2.1", "--port", "8000"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("deepconvnet: error: cannot listen on 192.0.2.1:8000: ")
+    assert err.count("\n") == 1 and "serving" not in err
+
+
 # -- the predict command ------------------------------------------------------------------------
 @pytest.fixture()
 def images(tmp_path):
@@ -249,3 +303,12 @@ def test_predict_errors_are_one_line_exit_2(model_path, tmp_path, capsys, target
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("deepconvnet: error:")
     assert words in err
+
+
+def test_predict_with_a_model_of_another_input_shape(tmp_path, images, capsys):
+    path = save_model(tmp_path / "colour.npz", build_model("deepconvnet", input_shape=(3, 28, 28)))
+    assert main(["predict", str(path), str(images[0])]) == 2
+    assert capsys.readouterr().err == (
+        f"deepconvnet: error: {path}: the model expects input of shape (3, 28, 28) (C, H, W), "
+        "but prepared digits are (1, 28, 28)\n"
+    )

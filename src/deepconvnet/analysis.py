@@ -1,7 +1,11 @@
-"""Looking at what a trained network does: accuracy, per-class accuracy, confusion.
+"""Looking at what a trained network does: accuracy, per-class accuracy, confusion, mistakes,
+and what it sees.
 
-Pure functions over predictions and labels, so they serve the trainer, `evaluate`, ensembles and the
-tests alike.
+The scoring functions (:func:`evaluate_predictions`, :func:`confusion_matrix`,
+:func:`misclassified`, :func:`format_confusion`) are pure functions over predictions and labels,
+so they serve the trainer, `evaluate`, ensembles and the tests alike. :func:`feature_maps` and
+:func:`first_conv_weights` take a model instead: they read its layers (``feature_maps`` runs a
+float64 copy, so the model itself is left as it was).
 """
 
 from __future__ import annotations

@@ -100,3 +100,22 @@ def load_metadata(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(meta, dict):
         raise CheckpointError(f"{path}: {META_KEY} is not a JSON object")
     return meta
+
+
+def check_input_shape(
+    model: Any, image_shape: tuple[int, ...], source: str, *, name: str | os.PathLike = "model"
+) -> None:
+    """Refuse a model whose per-image input shape (C, H, W) is not ``image_shape``.
+
+    Called wherever a loaded model meets data (a dataset, prepared digits), so that a model of
+    another input (say 3 channels) is a one-line CheckpointError naming the model and the data,
+    not a ValueError from deep inside the first layer. ``source`` names the data, e.g. "the mnist
+    test images". A model that declares no ``input_shape`` is not checked.
+    """
+    expected = getattr(model, "input_shape", None)
+    if expected is None or tuple(expected) == tuple(image_shape):
+        return
+    raise CheckpointError(
+        f"{name}: the model expects input of shape {tuple(expected)} (C, H, W), but {source} "
+        f"are {tuple(image_shape)}"
+    )

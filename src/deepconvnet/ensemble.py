@@ -132,12 +132,26 @@ def member_model_paths(paths: Sequence[str | Path]) -> list[Path]:
 
 
 def member_probabilities(
-    model_paths: Sequence[Path], images: np.ndarray, batch_size: int = INFERENCE_BATCH
+    model_paths: Sequence[Path],
+    images: np.ndarray,
+    batch_size: int = INFERENCE_BATCH,
+    source: str = "the test images",
 ) -> list[np.ndarray]:
-    """Each member's softmax probabilities on float NCHW ``images``, one model in memory at once."""
-    from deepconvnet.checkpoint import load_model
+    """Each member's softmax probabilities on float NCHW ``images``, one model in memory at once.
 
-    return [load_model(p).predict_proba(images, batch_size) for p in model_paths]
+    A member whose input shape is not the images' is refused in one line naming it and
+    ``source`` (the images' name).
+    """
+    return [_member_model(p, images, source).predict_proba(images, batch_size) for p in model_paths]
+
+
+def _member_model(path: Path, images: np.ndarray, source: str):
+    """Load one member, checked against the images before it sees them."""
+    from deepconvnet.checkpoint import check_input_shape, load_model
+
+    model = load_model(path)
+    check_input_shape(model, images.shape[1:], source, name=path)
+    return model
 
 
 def evaluate_ensemble(
@@ -145,11 +159,12 @@ def evaluate_ensemble(
     images: np.ndarray,
     labels: np.ndarray,
     batch_size: int = INFERENCE_BATCH,
+    source: str = "the test images",
 ) -> dict[str, Any]:
-    """:func:`score_ensemble` of the members named by ``paths`` on ``images`` / ``labels``,
-    plus ``"paths"`` (the model files used)."""
+    """:func:`score_ensemble` of the members named by ``paths`` on ``images`` / ``labels``
+    (named ``source`` in errors), plus ``"paths"`` (the model files used, in member order)."""
     models = member_model_paths(paths)
-    report = score_ensemble(member_probabilities(models, images, batch_size), labels)
+    report = score_ensemble(member_probabilities(models, images, batch_size, source), labels)
     return {**report, "paths": [str(p) for p in models]}
 
 
@@ -190,19 +205,40 @@ def plan_ensemble(
     workers: int | None = None,
     threads: int | None = None,
 ) -> EnsemblePlan:
-    """Share ``threads`` (default: all cores) among ``workers`` (default: min(members, threads))."""
+    """Share ``threads`` (default: all cores) among ``workers`` (default: min(members, threads)).
+
+    More workers than members would idle, so the workers are clamped to the members *before* the
+    threads are divided: --workers 4 --members 2 --threads 4 gives 2 workers of 2 threads each.
+    """
     if members < 1:
         raise DeepConvNetError(f"--members must be >= 1, got {members}")
     total = threads if threads is not None else (os.cpu_count() or 1)
-    workers = workers if workers is not None else min(members, total)
-    if workers < 1:
-        raise DeepConvNetError(f"--workers must be >= 1, got {workers}")
+    asked = workers if workers is not None else min(members, total)
+    if asked < 1:
+        raise DeepConvNetError(f"--workers must be >= 1, got {asked}")
+    workers = min(asked, members)
     if workers > total:
         raise DeepConvNetError(
-            f"--workers {workers} exceeds the thread budget --threads {total} "
+            f"--workers {asked} exceeds the thread budget --threads {total} "
             "(each worker needs at least one thread)"
         )
-    return EnsemblePlan(Path(directory), config, members, min(workers, members), total // workers)
+    return EnsemblePlan(Path(directory), config, members, workers, total // workers)
+
+
+def check_members_can_start(plan: EnsemblePlan) -> None:
+    """Refuse now what every member would refuse after starting: the dataset (``--dataset``,
+    ``--data-dir``) and the ``--train-limit`` / ``--val`` split, checked exactly as
+    :func:`deepconvnet.train.train` checks them (members differ only in seed and threads, which
+    these checks do not depend on). The driver calls this before it creates or touches the
+    ensemble directory, so bad input is one line and leaves nothing behind.
+    """
+    from deepconvnet.data import load_dataset
+    from deepconvnet.train import _split as split_training_set
+
+    if all(member_state(member_dir(plan.directory, i)) == "finished" for i in range(plan.members)):
+        return  # nothing will start
+    config = plan.member_config(0)
+    split_training_set(load_dataset(config.dataset, config.data_dir), config)
 
 
 def new_ensemble(plan: EnsemblePlan) -> EnsemblePlan:

@@ -61,12 +61,14 @@ def _register_misclassified(sub: argparse._SubParsersAction) -> None:
 
 def run_misclassified(args: argparse.Namespace) -> int:
     from deepconvnet.analysis import misclassified
+    from deepconvnet.checkpoint import check_input_shape
     from deepconvnet.data import load_dataset, to_float
     from deepconvnet.plots import misclassified_grid
 
     model_path, model = load_trained_model(args)
     dataset = load_dataset(args.dataset, args.data_dir)
     images = to_float(dataset.test_images)
+    check_input_shape(model, images.shape[1:], f"the {dataset.name} test images", name=model_path)
     mistakes = misclassified(model.predict_proba(images), dataset.test_labels)
     shown = mistakes[: args.max]
     out = Path(args.out) if args.out else model_path.parent / "plots" / "misclassified.png"
@@ -118,11 +120,12 @@ def _register_visualize(sub: argparse._SubParsersAction) -> None:
 
 def run_visualize(args: argparse.Namespace) -> int:
     from deepconvnet.analysis import feature_maps, first_conv_weights
+    from deepconvnet.checkpoint import check_input_shape
     from deepconvnet.data import load_dataset, to_float
     from deepconvnet.errors import DeepConvNetError
     from deepconvnet.plots import feature_maps_grid, filters_grid
 
-    _, model = load_trained_model(args)
+    model_path, model = load_trained_model(args)
     weights = first_conv_weights(model)
     dataset = load_dataset(args.dataset, args.data_dir)
     if args.index >= len(dataset.test_labels):
@@ -130,6 +133,7 @@ def run_visualize(args: argparse.Namespace) -> int:
             f"--index {args.index} is out of range (the test set has {len(dataset.test_labels)})"
         )
     image = to_float(dataset.test_images[args.index : args.index + 1])[0]
+    check_input_shape(model, image.shape, f"the {dataset.name} test images", name=model_path)
     proba = model.predict_proba(image[None])[0]
     predicted = int(proba.argmax())
     label = int(dataset.test_labels[args.index])

@@ -64,7 +64,13 @@ def _register_train(sub: argparse._SubParsersAction) -> None:
 
 
 def run_ensemble_train(args: argparse.Namespace) -> int:
-    from deepconvnet.ensemble import load_plan, new_ensemble, plan_ensemble, train_ensemble
+    from deepconvnet.ensemble import (
+        check_members_can_start,
+        load_plan,
+        new_ensemble,
+        plan_ensemble,
+        train_ensemble,
+    )
     from deepconvnet.errors import DeepConvNetError
 
     if args.resume:
@@ -73,9 +79,13 @@ def run_ensemble_train(args: argparse.Namespace) -> int:
         if not args.out:
             raise DeepConvNetError("ensemble train needs --out DIR (or --resume DIR)")
         config = config_from_args(args)
-        plan = new_ensemble(
-            plan_ensemble(config, args.out, args.members, args.workers, args.threads)
-        )
+        plan = plan_ensemble(config, args.out, args.members, args.workers, args.threads)
+    if args.ray_address in (None, "local"):
+        # Members on a remote Ray cluster read the data on their own machines, which this one
+        # may not share; everywhere else the driver sees exactly what the members will see.
+        check_members_can_start(plan)
+    if not args.resume:
+        new_ensemble(plan)
     print(
         f"ensemble of {plan.members} x {plan.config.model} in {plan.directory}: "
         f"{plan.workers} worker(s) x {plan.member_threads} thread(s)",
@@ -123,7 +133,11 @@ def _register_evaluate(sub: argparse._SubParsersAction) -> None:
         metavar="N",
         help="evaluate on the first N test images only (quick looks)",
     )
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help='print {"members": [accuracy...], "paths": [model file...], "ensemble", "vote"}',
+    )
     parser.set_defaults(func=run_ensemble_evaluate)
 
 
@@ -135,9 +149,10 @@ def run_ensemble_evaluate(args: argparse.Namespace) -> int:
     set_threads(args.threads)
     dataset = load_dataset(args.dataset, args.data_dir)
     images, labels = dataset.test_images[: args.limit], dataset.test_labels[: args.limit]
-    report = evaluate_ensemble(args.paths, to_float(images), labels)
+    source = f"the {dataset.name} test images"
+    report = evaluate_ensemble(args.paths, to_float(images), labels, source=source)
     if args.json:
-        print(json.dumps({k: report[k] for k in ("members", "ensemble", "vote")}))
+        print(json.dumps(report))
         return 0
     for path, accuracy in zip(report["paths"], report["members"], strict=True):
         print(f"{accuracy:.4f}  {path}")

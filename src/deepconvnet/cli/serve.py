@@ -93,13 +93,14 @@ def _port(text: str) -> int:
 
 def run_serve(args: argparse.Namespace) -> int:
     from deepconvnet.serve import DigitClassifier
-    from deepconvnet.serve.app import LOOPBACK, serve
+    from deepconvnet.serve.app import LOOPBACK, listen_socket, serve, socket_url
 
     classifier = DigitClassifier.from_path(args.model)
+    sock = listen_socket(args.host, args.port)  # a port in use is refused before any announcement
     if args.host not in (LOOPBACK, "localhost", "::1"):
         print(f"warning: serving on {args.host}, reachable from other machines", file=sys.stderr)
-    print(f"serving {classifier.name} at http://{args.host}:{args.port}/", file=sys.stderr)
-    serve(classifier, host=args.host, port=args.port)
+    print(f"serving {classifier.name} at {socket_url(sock)}/", file=sys.stderr)
+    serve(classifier, sock)
     return 0
 
 

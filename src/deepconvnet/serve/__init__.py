@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from deepconvnet.errors import CheckpointError
+from deepconvnet.checkpoint import check_input_shape, load_model, resolve_model_path
 from deepconvnet.images import MAX_PIXELS, SIZE, load_digit, save_digit_png
 
 
@@ -29,12 +29,7 @@ class DigitClassifier:
     """28x28 digits (white on black, [0, 1]) -> class probabilities, one forward at a time."""
 
     def __init__(self, model: ProbabilityModel, *, name: str = "model") -> None:
-        input_shape = tuple(getattr(model, "input_shape", (1, SIZE, SIZE)))
-        if input_shape != (1, SIZE, SIZE):
-            raise CheckpointError(
-                f"{name}: the model expects input {input_shape}; digits are prepared as "
-                f"(1, {SIZE}, {SIZE})"
-            )
+        check_input_shape(model, (1, SIZE, SIZE), "prepared digits", name=name)
         self.model = model
         self.name = name
         self._lock = threading.Lock()
@@ -42,8 +37,6 @@ class DigitClassifier:
     @classmethod
     def from_path(cls, path: str | os.PathLike) -> DigitClassifier:
         """Load ``RUN_DIR`` or ``model.npz`` (raises a one-line CheckpointError if unusable)."""
-        from deepconvnet.checkpoint import load_model, resolve_model_path
-
         model_path = resolve_model_path(path)
         return cls(load_model(model_path), name=str(model_path))
 

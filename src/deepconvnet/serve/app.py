@@ -22,6 +22,7 @@ server buffer more than the limit, whatever its Content-Length says.
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -166,7 +167,12 @@ class BodySizeLimit:
             await self.app(scope, receive, send)
             return
         declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+        if declared is not None and not (declared.isascii() and declared.isdigit()):
+            # Not "too large" but malformed. isascii(): a str's isdigit() passes '²', which int()
+            # rejects (ASGI headers are bytes, whose isdigit() is ASCII-only, but say so here).
+            await _reply(scope, send, 400, "invalid Content-Length header (not a decimal number)")
+            return
+        if declared is not None and int(declared) > self.max_bytes:
             await self._refuse(scope, send)
             return
         received = 0
@@ -193,29 +199,74 @@ class BodySizeLimit:
                 await self._refuse(scope, send)
 
     async def _refuse(self, scope: Scope, send: Send) -> None:
-        response = JSONResponse(
-            {"error": f"request body too large (the limit is {self.max_bytes:,} bytes)"},
-            status_code=413,
-            headers={"connection": "close"},
-        )
-        await response(scope, _no_receive, send)
+        limit = f"request body too large (the limit is {self.max_bytes:,} bytes)"
+        await _reply(scope, send, 413, limit)
+
+
+async def _reply(scope: Scope, send: Send, status: int, error: str) -> None:
+    """Answer ``{"error": ...}`` without reading the body, and close the connection (the unread
+    body must not be taken for the next request)."""
+    response = JSONResponse({"error": error}, status_code=status, headers={"connection": "close"})
+    await response(scope, _no_receive, send)
 
 
 async def _no_receive() -> Message:
     return {"type": "http.disconnect"}
 
 
-def serve(
-    classifier: DigitClassifier,
-    *,
-    host: str = LOOPBACK,
-    port: int = 8000,
-    log_level: str = "info",
-) -> None:
-    """Run the app with uvicorn until interrupted (loopback only unless ``host`` says otherwise)."""
+def listen_socket(host: str = LOOPBACK, port: int = 0) -> socket.socket:
+    """A TCP socket bound to ``host``:``port`` and listening (port 0: the OS picks a free one).
+
+    Binding here, before anything is announced or uvicorn starts, turns a port in use or an
+    address that is not this machine's into one DeepConvNetError line instead of uvicorn's log
+    and ``SystemExit``; the socket is then handed to uvicorn, so there is no race for the port.
+    """
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise DeepConvNetError(
+            f"cannot listen on {_authority(host, port)}: {_reason(exc)}"
+        ) from exc
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+        sock.bind(address)
+        sock.listen()
+    except OSError as exc:
+        sock.close()
+        raise DeepConvNetError(
+            f"cannot listen on {_authority(host, port)}: {_reason(exc)}"
+        ) from exc
+    return sock
+
+
+def _reason(exc: OSError) -> str:
+    """``address already in use`` rather than ``[Errno 98] Address already in use``."""
+    text = exc.strerror or str(exc)
+    return text[:1].lower() + text[1:]
+
+
+def socket_url(sock: socket.socket) -> str:
+    """``http://HOST:PORT`` of a listening socket (the real port when 0 was asked for)."""
+    return f"http://{_authority(*sock.getsockname()[:2])}"
+
+
+def _authority(host: str, port: int) -> str:
+    """``HOST:PORT``, with an IPv6 address in brackets as URLs write it (``[::1]:8000``)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def serve(classifier: DigitClassifier, sock: socket.socket, *, log_level: str = "info") -> None:
+    """Run the app with uvicorn on ``sock`` (from :func:`listen_socket`) until interrupted."""
     import uvicorn
 
-    uvicorn.run(create_app(classifier), host=host, port=port, log_level=log_level)
+    server = uvicorn.Server(uvicorn.Config(create_app(classifier), log_level=log_level))
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
 
 
 @contextmanager
@@ -225,14 +276,9 @@ def running_server(app: ASGIApp, *, host: str = LOOPBACK, timeout: float = 10.0)
     The socket is bound before the thread starts (port 0: the OS picks a free port), so there is
     no race for the port; the server is stopped and joined on exit. For tests and notebooks.
     """
-    import socket
-
     import uvicorn
 
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, 0))
-    port = sock.getsockname()[1]
+    sock = listen_socket(host, 0)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
@@ -242,7 +288,7 @@ def running_server(app: ASGIApp, *, host: str = LOOPBACK, timeout: float = 10.0)
             if not thread.is_alive() or time.monotonic() > deadline:
                 raise RuntimeError("the test server did not start")
             time.sleep(0.01)
-        yield f"http://{host}:{port}"
+        yield socket_url(sock)
     finally:
         server.should_exit = True
         thread.join(timeout)
