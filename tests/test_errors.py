@@ -176,6 +176,24 @@ def test_full_disk_during_a_save_leaves_the_old_file_and_no_partial_one(
     assert leftovers(tmp_path) == []
 
 
+def test_ctrl_c_in_any_command_exits_130_with_its_message(tmp_path, monkeypatch, capsys):
+    """An interrupted training inside another command (here `experiment depth`) is a clean stop,
+    not an internal error."""
+    from deepconvnet import experiments
+    from deepconvnet.train import TrainingInterrupted
+
+    cell = tmp_path / "depth" / "runs" / "depth-large-n500"
+
+    def interrupted(*args, **kwargs):
+        raise TrainingInterrupted(cell)
+
+    monkeypatch.setattr(experiments, "run_depth_experiment", interrupted)
+    code = main(["experiment", "depth", "--quick", "--out", str(tmp_path / "depth")])
+    err = capsys.readouterr().err.strip()
+    assert code == 130
+    assert err == f"deepconvnet: interrupted; resume with: deepconvnet train --resume {cell}"
+
+
 def test_debug_shows_the_traceback(tmp_path, capsys):
     bad = tmp_path / "model.npz"
     bad.write_bytes(b"garbage")

@@ -7,15 +7,23 @@ import shutil
 
 import numpy as np
 import pytest
+from fixtures_data import write_idx_dir
 from PIL import Image
 
+from deepconvnet import train as training
 from deepconvnet.checkpoint import load_model, save_model
 from deepconvnet.cli import main
+from deepconvnet.cli.train import MODEL_NAMES
+from deepconvnet.data import load_dataset
+from deepconvnet.data.mnist import IDX_FILES
 from deepconvnet.fileio import array_to_json, atomic_save_npz, json_to_array, load_npz
+from deepconvnet.models import MODELS
 
 pytestmark = pytest.mark.mnist
 
 QUICK = ["--train-limit", "2000", "--epochs", "2", "--val", "500", "--no-progress"]
+TINY = ["--train-limit", "500", "--epochs", "1", "--threads", "1", "--no-progress"]
+DIVERGING = ["--train-limit", "500", "--epochs", "1", "--optimizer", "sgd", "--lr", "1e30"]
 
 
 @pytest.fixture(scope="module")
@@ -79,13 +87,16 @@ def test_model_file_round_trips_exactly(quick_run, tmp_path):
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["train", "--model", "nosuchnet"], "unknown model 'nosuchnet'"),
+        (["train", "--model", "nosuchnet"], "invalid choice: 'nosuchnet'"),
         (["train", "--epochs", "0"], "must be a positive integer"),
         (["train", "--lr", "-1"], "must be a positive number"),
+        (["train", "--lr", "nan"], "must be a positive number"),
+        (["train", "--lr", "inf"], "must be a positive number"),
         (["train", "--lr-schedule", "bogus"], "bogus"),
         (["train", "--sampling", "random"], "'random'"),
         (["train", "--weight-decay", "nan"], "must be a finite number >= 0"),
         (["train", "--weight-decay", "-1"], "must be a finite number >= 0"),
+        (["train", "--weight-decay", "inf"], "must be a finite number >= 0"),
         (["evaluate", "/nonexistent/run"], "/nonexistent/run"),
         (["train", "--resume", "/nonexistent/run"], "/nonexistent/run"),
     ],
@@ -97,6 +108,11 @@ def test_cli_errors_are_one_line_with_exit_code_2(argv, message, capsys):
     err = capsys.readouterr().err.strip()
     assert message in err
     assert len(err.splitlines()) == 1
+
+
+def test_model_choices_are_the_registered_models():
+    """--model lists names without importing the engine; they must not drift from MODELS."""
+    assert sorted(MODEL_NAMES) == sorted(MODELS)
 
 
 def test_out_dir_that_exists_is_refused(quick_run, capsys):
@@ -203,3 +219,122 @@ def test_evaluate_reports_even_where_it_cannot_save_the_plot(quick_run, tmp_path
     captured = capsys.readouterr()
     assert json.loads(captured.out)["total"] == 10_000
     assert "warning: no confusion plot" in captured.err
+
+
+def test_resume_refuses_an_option_given_at_its_default_value(quick_run, tmp_path, capsys):
+    """--epochs 20 is the default, but this run has 2 epochs: it must not be silently ignored."""
+    run_dir = unfinished_copy(quick_run, tmp_path)
+    assert main(["train", "--resume", str(run_dir), "--epochs", "20", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "drop --epochs (" in err and len(err.splitlines()) == 1
+    assert not (run_dir / "results.json").exists()
+
+
+def test_resume_accepts_data_moved_to_another_directory(quick_run, tmp_path, capsys):
+    dataset = load_dataset("mnist")
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    write_idx_dir(moved, {key: getattr(dataset, key) for key in IDX_FILES}, gz=False)
+    run_dir = unfinished_copy(quick_run, tmp_path)
+    assert main(["train", "--resume", str(run_dir), "--data-dir", str(moved), "--no-progress"]) == 0
+    assert f"directory {moved}" in capsys.readouterr().err  # the data came from there
+    results = json.loads((run_dir / "results.json").read_text())
+    assert (
+        results["test_correct"]
+        == json.loads((quick_run / "results.json").read_text())["test_correct"]
+    )
+
+
+def test_resume_of_a_run_killed_before_its_first_checkpoint_says_what_to_do(tmp_path, capsys):
+    run_dir = tmp_path / "killed-early"
+    (run_dir / "plots").mkdir(parents=True)
+    (run_dir / "config.json").write_text("{}")
+    assert main(["train", "--resume", str(run_dir)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"delete {run_dir} and start it again" in err and len(err.splitlines()) == 1
+
+
+def test_divergence_before_a_checkpoint_keeps_a_directory_it_did_not_create(tmp_path, capsys):
+    """Only what the run wrote is removed: an empty --out made beforehand stays, and is empty."""
+    out = tmp_path / "made-by-the-user"
+    out.mkdir()
+    assert main(["train", *DIVERGING, "--no-progress", "--out", str(out)]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "nothing is kept: start again with a smaller --lr" in last
+    assert out.is_dir() and list(out.iterdir()) == []
+
+
+def test_divergence_after_a_checkpoint_does_not_suggest_resuming_with_another_lr(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["train", *DIVERGING, "--checkpoint-every", "1", "--no-progress", "--out", str(out)]
+    assert main(argv) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f"the last checkpoint is kept in {out}, but resuming it would diverge" in last
+    assert "start a new run (another --out) with a smaller --lr" in last
+    assert (out / "checkpoint.npz").is_file()
+
+
+def test_any_failure_before_the_first_checkpoint_leaves_nothing_behind(
+    tmp_path, monkeypatch, capsys
+):
+    """A crash in the first epoch must not block the same command once the cause is fixed."""
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("simulated crash in the first epoch")
+
+    out = tmp_path / "run"
+    monkeypatch.setattr(training, "_train_step", crash)
+    assert main(["train", *TINY, "--out", str(out)]) == 1
+    assert "simulated crash" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def damage(arrays: dict, case: str) -> None:
+    """Corrupt a training checkpoint's arrays in place, one way per case."""
+    state = array_to_json(arrays["__state__"])
+    if case == "no spec":
+        del arrays["__spec__"]
+    elif case == "state not json":
+        arrays["__state__"] = np.array("{not json")
+    elif case == "state field of another type":
+        arrays["__state__"] = json_to_array({**state, "epoch": "two"})
+    elif case == "random state":
+        arrays["__state__"] = json_to_array({**state, "rng_state": {"bit_generator": "nope"}})
+    elif case == "lr not a scalar":
+        arrays["optim/lr"] = np.array([1e-3, 2e-3])
+    elif case == "no step count":
+        del arrays["optim/t"]
+    elif case == "optimizer slot missing":
+        del arrays["optim/m.0.W"]
+    elif case == "optimizer slot non-finite":
+        arrays["optim/v.0.W"] = np.full_like(arrays["optim/v.0.W"], np.inf)
+    elif case == "parameter non-finite":
+        arrays["model/0.W"] = np.full_like(arrays["model/0.W"], np.nan)
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("no spec", "no __spec__"),
+        ("state not json", "unreadable __state__"),
+        ("state field of another type", "__state__ epoch is 'two'"),
+        ("random state", "unusable optimizer or random state"),
+        ("lr not a scalar", "optimizer entry 'lr' is missing or not a number"),
+        ("no step count", "optimizer entry 't' is missing or not a number"),
+        ("optimizer slot missing", "optimizer state does not fit"),
+        ("optimizer slot non-finite", "'v.0.W' holds non-finite values"),
+        ("parameter non-finite", "'model/0.W' holds non-finite values"),
+    ],
+)
+def test_resume_from_a_damaged_checkpoint_is_one_line_naming_it(
+    case, message, quick_run, tmp_path, capsys
+):
+    run_dir = unfinished_copy(quick_run, tmp_path)
+    arrays = load_npz(run_dir / "checkpoint.npz")
+    damage(arrays, case)
+    atomic_save_npz(run_dir / "checkpoint.npz", arrays)
+    assert main(["train", "--resume", str(run_dir), "--no-progress"]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith(f"deepconvnet: error: {run_dir / 'checkpoint.npz'}: ")
+    assert message in last
+    assert not (run_dir / "results.json").exists()

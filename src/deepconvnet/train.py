@@ -26,8 +26,8 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
-from dataclasses import asdict, dataclass, field, fields
+from contextlib import contextmanager, nullcontext, suppress
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -64,7 +64,8 @@ class TrainingInterrupted(Interrupted):
 
 
 class TrainingDiverged(DeepConvNetError):
-    """The loss became NaN or infinite; the last good checkpoint is kept."""
+    """The loss became NaN or infinite. A checkpoint already written is kept; a run with none yet
+    is discarded (see :func:`_discarded_if_unstarted`)."""
 
 
 @dataclass
@@ -203,17 +204,16 @@ def train(
         state = _load_checkpoint(run_dir, model, optimizer)
         log(f"resuming {run_dir} at epoch {state.epoch + 1}, batch {state.batch}")
     else:
-        _create_run_dir(run_dir)
         state = TrainState(rng_state=model.rng.bit_generator.state)
-        _write_config(run_dir, config, dataset, threads, model, extra={"n_train": len(train_t)})
-    model.rng.bit_generator.state = state.rng_state
-
     log(
         f"training {config.model} ({model.num_params():,} parameters) on {len(train_t):,} images"
         f" for {config.epochs} epochs, batch {config.batch_size}, {config.optimizer} "
         f"lr {config.lr}, {threads} thread(s) -> {run_dir}"
     )
-    with graceful_stop() as stop, _removed_if_diverged_unsaved(run_dir):
+    claim = nullcontext() if resume else _fresh_run_dir(run_dir)
+    with graceful_stop() as stop, claim:
+        if not resume:
+            _write_config(run_dir, config, dataset, threads, model, extra={"n_train": len(train_t)})
         _fit(
             config,
             model,
@@ -268,8 +268,7 @@ def _fit(config, model, optimizer, schedule, loader, val, state, run_dir, stop, 
                 bar.close()
                 raise TrainingDiverged(
                     f"loss became {loss} at epoch {epoch + 1}, batch {state.batch}; "
-                    + _kept_after_divergence(run_dir)
-                    + " (try a smaller --lr)"
+                    + _after_divergence(run_dir)
                 )
             bar.update(1)
             bar.set_postfix(
@@ -408,7 +407,8 @@ def _check_run_dir(run_dir: Path, resume: bool) -> None:
         if (run_dir / RESULTS).is_file():
             raise DeepConvNetError(f"{run_dir} has already finished ({RESULTS}); nothing to resume")
         if not (run_dir / CHECKPOINT).is_file():
-            raise DeepConvNetError(f"{run_dir}: no {CHECKPOINT} to resume from")
+            why = _why_no_checkpoint(run_dir)
+            raise DeepConvNetError(f"{run_dir}: no {CHECKPOINT} to resume from{why}")
         _check_streams(run_dir)
         return
     if run_dir.exists() and any(run_dir.iterdir()):
@@ -417,6 +417,13 @@ def _check_run_dir(run_dir: Path, resume: bool) -> None:
             "or choose another --out)"
         )
     _check_creatable(run_dir)
+
+
+def _why_no_checkpoint(run_dir: Path) -> str:
+    """A run killed (SIGKILL, power loss) before its first checkpoint leaves its config only."""
+    if (run_dir / CONFIG).is_file():
+        return f" (it stopped before its first checkpoint: delete {run_dir} and start it again)"
+    return ""
 
 
 def _check_creatable(run_dir: Path) -> None:
@@ -433,16 +440,40 @@ def _check_creatable(run_dir: Path) -> None:
         raise DeepConvNetError(f"cannot create run directory {run_dir}: {ancestor} is not writable")
 
 
-def _create_run_dir(run_dir: Path) -> None:
+@contextmanager
+def _fresh_run_dir(run_dir: Path) -> Iterator[None]:
+    """Create the directory of a fresh run; if the run fails before its first checkpoint (loss
+    diverged, a second Ctrl-C, any error), remove what it wrote, so that the corrected command is
+    not refused for a non-empty directory. Nothing is lost: without a checkpoint there is nothing
+    to resume. (A SIGKILL cannot be caught: then --resume says to delete the directory.)"""
+    created = not run_dir.exists()
     try:
         (run_dir / "plots").mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DeepConvNetError(f"cannot create run directory {run_dir}: {exc.strerror}") from exc
+    try:
+        yield
+    except BaseException:
+        if not (run_dir / CHECKPOINT).is_file():
+            _remove_unstarted(run_dir, created)
+        raise
+
+
+def _remove_unstarted(run_dir: Path, created: bool) -> None:
+    """Delete what a fresh run writes before its first checkpoint (the directory was empty or
+    absent, see :func:`_check_run_dir`) and nothing else; the directory itself only if this run
+    created it."""
+    for name in (CONFIG, METRICS, MODEL, "plots/learning_curves.png"):
+        (run_dir / name).unlink(missing_ok=True)
+    with suppress(OSError):  # not empty: something else lives there, keep it
+        (run_dir / "plots").rmdir()
+        if created:
+            run_dir.rmdir()
 
 
 def _check_streams(run_dir: Path) -> None:
     """A run drawn with other random streams would not carry on as it would have; refuse it."""
-    recorded = json.loads((run_dir / CONFIG).read_text()).get("streams", 1)
+    recorded = _read_config(run_dir).get("streams", 1)
     if recorded != STREAMS_VERSION:
         raise CheckpointError(
             f"{run_dir} was made by an earlier deepconvnet whose random streams differ (version "
@@ -450,41 +481,34 @@ def _check_streams(run_dir: Path) -> None:
         )
 
 
-def _kept_after_divergence(run_dir: Path) -> str:
+def _after_divergence(run_dir: Path) -> str:
+    """What is left and what to do. Resuming replays the same steps bit for bit (and --resume
+    takes no --lr), so the way on is always a new run with a smaller learning rate."""
     if (run_dir / CHECKPOINT).is_file():
-        return f"the last good checkpoint is kept in {run_dir}"
-    return f"no checkpoint had been written yet, so {run_dir} is removed"
-
-
-@contextmanager
-def _removed_if_diverged_unsaved(run_dir: Path) -> Iterator[None]:
-    """A run that diverges before its first checkpoint leaves only its config: remove it, so that
-    rerunning the same command with a smaller --lr is not refused for a non-empty directory."""
-    try:
-        yield
-    except TrainingDiverged:
-        if not (run_dir / CHECKPOINT).is_file():
-            _remove_unstarted(run_dir)
-        raise
-
-
-def _remove_unstarted(run_dir: Path) -> None:
-    """Delete what a fresh run writes before its first checkpoint, and nothing else."""
-    (run_dir / CONFIG).unlink(missing_ok=True)
-    for directory in (run_dir / "plots", run_dir):
-        with suppress(OSError):  # not empty: something else lives there, keep it
-            directory.rmdir()
+        return (
+            f"the last checkpoint is kept in {run_dir}, but resuming it would diverge the same "
+            "way: start a new run (another --out) with a smaller --lr"
+        )
+    return "no checkpoint had been written yet, so nothing is kept: start again with a smaller --lr"
 
 
 def load_config(run_dir: str | Path) -> TrainConfig:
-    path = Path(run_dir) / CONFIG
+    """The configuration a run was started with, from its config.json."""
+    return TrainConfig.from_dict(_read_config(Path(run_dir)).get("config", {}))
+
+
+def _read_config(run_dir: Path) -> dict[str, Any]:
+    """config.json as a dict, or a one-line error naming the run directory or the file."""
+    path = run_dir / CONFIG
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
         raise DeepConvNetError(f"{run_dir}: not a run directory (no {CONFIG})") from None
     except (OSError, ValueError) as exc:
         raise DeepConvNetError(f"{path}: unreadable ({exc})") from exc
-    return TrainConfig.from_dict(data.get("config", {}))
+    if not isinstance(data, dict):
+        raise DeepConvNetError(f"{path}: not a run's config (a JSON {type(data).__name__})")
+    return data
 
 
 def _write_config(run_dir: Path, config: TrainConfig, dataset, threads: int, model, extra) -> None:
@@ -544,6 +568,9 @@ def _save_epoch(run_dir: Path, model, optimizer, state: TrainState) -> None:
 
 
 def _load_checkpoint(run_dir: Path, model, optimizer) -> TrainState:
+    """Restore model, optimizer and random state from checkpoint.npz. A damaged file (an entry
+    missing, unexpected, mis-shaped, mistyped or non-finite) is a one-line CheckpointError naming
+    it: never a traceback, nor a resume that silently differs from the uninterrupted run."""
     path = run_dir / CHECKPOINT
     try:
         arrays = load_npz(path)
@@ -552,22 +579,52 @@ def _load_checkpoint(run_dir: Path, model, optimizer) -> TrainState:
     state = _decode_state(path, arrays)
     if _decode_json(path, arrays, "__spec__") != model.spec():
         raise CheckpointError(f"{path}: checkpoint is of another architecture than {CONFIG}")
-    live = {**model.params(), **model.buffers()}
-    for name, target in live.items():
-        saved = arrays.get(f"model/{name}")
-        if saved is None or saved.shape != target.shape:
-            raise CheckpointError(f"{path}: parameter {name} missing or mis-shaped")
-        if not np.all(np.isfinite(saved)):
-            raise CheckpointError(f"{path}: parameter {name} holds non-finite values")
-        target[...] = saved
+    for name, target in {**model.params(), **model.buffers()}.items():
+        target[...] = _checked_array(path, arrays, f"model/{name}", target.shape)
+    optim = {k.removeprefix("optim/"): v for k, v in arrays.items() if k.startswith("optim/")}
+    _check_optimizer_state(path, optim, optimizer, model.params())
     try:
-        optimizer.load_state_dict(
-            {k.removeprefix("optim/"): v for k, v in arrays.items() if k.startswith("optim/")}
-        )
+        optimizer.load_state_dict(optim)
         model.rng.bit_generator.state = state.rng_state
-    except (ValueError, TypeError, KeyError) as exc:
+    except (DeepConvNetError, ValueError, TypeError, KeyError) as exc:
         raise CheckpointError(f"{path}: unusable optimizer or random state ({exc})") from exc
     return state
+
+
+def _checked_array(
+    path: Path, arrays: dict[str, np.ndarray], key: str, shape: tuple[int, ...]
+) -> np.ndarray:
+    """``arrays[key]``, float, of ``shape`` and finite - what checkpoint.load_model demands of a
+    model file's arrays - else a CheckpointError naming the entry."""
+    value = arrays.get(key)
+    if value is None or value.shape != tuple(shape):
+        got = "is missing" if value is None else f"has shape {value.shape}, expected {shape}"
+        raise CheckpointError(f"{path}: array {key!r} {got}")
+    if not np.issubdtype(value.dtype, np.floating):
+        raise CheckpointError(f"{path}: array {key!r} has non-float dtype {value.dtype}")
+    if not np.all(np.isfinite(value)):
+        raise CheckpointError(f"{path}: array {key!r} holds non-finite values")
+    return value
+
+
+def _check_optimizer_state(path: Path, optim: dict[str, np.ndarray], optimizer, params) -> None:
+    """Finite scalars (step count, lr, hyperparameters) and, once steps were taken, exactly one
+    slot array per parameter and slot: a missing one would silently restart at zero."""
+    scalars = ("t", "lr", "weight_decay", *optimizer.hyperparameters)
+    for name in scalars:
+        value = optim.get(name)
+        if value is None or value.shape != () or value.dtype.kind not in "iuf":
+            raise CheckpointError(f"{path}: optimizer entry {name!r} is missing or not a number")
+        if not np.isfinite(value):
+            raise CheckpointError(f"{path}: optimizer entry {name!r} is {value}")
+    slots = {f"{slot}.{name}": p for slot in optimizer.slots for name, p in params.items()}
+    if optim["t"] == 0:
+        slots = {}
+    if set(optim) != set(scalars) | set(slots):
+        odd = sorted(set(optim) ^ (set(scalars) | set(slots)))
+        raise CheckpointError(f"{path}: optimizer state does not fit {optimizer!r} ({odd[0]!r})")
+    for key, param in slots.items():
+        _checked_array(path, optim, key, param.shape)
 
 
 def _decode_json(path: Path, arrays: dict[str, np.ndarray], key: str) -> Any:
@@ -580,14 +637,23 @@ def _decode_json(path: Path, arrays: dict[str, np.ndarray], key: str) -> Any:
 
 
 def _decode_state(path: Path, arrays: dict[str, np.ndarray]) -> TrainState:
+    """The TrainState saved in ``__state__``: exactly its fields, each of its default's type."""
     data = _decode_json(path, arrays, "__state__")
-    expected = {f.name for f in fields(TrainState)}
+    expected = {f.name: f for f in fields(TrainState)}
     if not isinstance(data, dict):
         raise CheckpointError(f"{path}: __state__ is a {type(data).__name__}, not a training state")
-    if set(data) != expected:
-        odd = {"unexpected": sorted(set(data) - expected), "missing": sorted(expected - set(data))}
+    if set(data) != set(expected):
+        odd = {
+            "unexpected": sorted(set(data) - set(expected)),
+            "missing": sorted(set(expected) - set(data)),
+        }
         detail = "; ".join(f"{kind} {', '.join(keys)}" for kind, keys in odd.items() if keys)
         raise CheckpointError(f"{path}: __state__ does not hold a training state ({detail})")
+    for name, f in expected.items():
+        default = f.default_factory() if f.default is MISSING else f.default
+        kind = (int, float) if isinstance(default, float) else type(default)
+        if isinstance(data[name], bool) or not isinstance(data[name], kind):
+            raise CheckpointError(f"{path}: __state__ {name} is {data[name]!r}")
     return TrainState(**data)
 
 
@@ -607,11 +673,10 @@ def _finish_run(run_dir: Path, model, optimizer, state: TrainState, test: dict, 
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
     atomic_write_json(run_dir / RESULTS, results)
-    config_path = run_dir / CONFIG
-    config = json.loads(config_path.read_text())
+    config = _read_config(run_dir)
     config["wall_seconds"] = state.train_seconds
     config["finished"] = datetime.now().isoformat(timespec="seconds")
-    atomic_write_json(config_path, config)
+    atomic_write_json(run_dir / CONFIG, config)
 
 
 def _print_err(message: str) -> None:

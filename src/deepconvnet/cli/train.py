@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from deepconvnet.cli.common import (
     add_data_options,
@@ -19,9 +20,14 @@ from deepconvnet.cli.common import (
     warn_if_flipping_digits,
 )
 
-# Options a resumed run may change: they do not alter what is computed (threads change only the
-# last bits, and say so). Every other option is the saved run's and may not be given with --resume.
-RESUME_OPTIONS = {"threads", "no_progress", "resume", "func", "debug", "command"}
+# Options --resume accepts: they do not alter what is computed. Threads change only the last bits
+# (and a note says so); the data, wherever it now lives, is verified against the same checksums.
+# Every other option is the saved run's, and giving it with --resume is an error, not ignored.
+RESUME_OPTIONS = ("threads", "data_dir", "no_progress", "resume")
+
+# The names of deepconvnet.models.MODELS, listed here so that building the parser does not import
+# the engine (tests/test_train.py checks they do not drift), as --optimizer lists OPTIMIZERS.
+MODEL_NAMES = ("deepconvnet", "deepconvnet-bn", "depth-large", "depth-stack3x3")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -31,7 +37,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def add_train_options(parser: argparse.ArgumentParser) -> None:
     """Every option of a training run; `ensemble train` takes the same ones."""
-    from deepconvnet.models import MODELS
     from deepconvnet.train import TrainConfig
 
     d = TrainConfig()
@@ -39,8 +44,9 @@ def add_train_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model",
         default=d.model,
+        choices=MODEL_NAMES,
         metavar="MODEL",
-        help=f"one of {', '.join(sorted(MODELS))} (default: {d.model})",
+        help=f"one of {', '.join(MODEL_NAMES)} (default: {d.model})",
     )
     add_data_options(parser)
     parser.add_argument(
@@ -134,13 +140,9 @@ def add_train_options(parser: argparse.ArgumentParser) -> None:
 def config_from_args(args: argparse.Namespace):
     """Turn parsed options into a TrainConfig (validating what argparse cannot)."""
     from deepconvnet.errors import DeepConvNetError
-    from deepconvnet.models import MODELS
     from deepconvnet.train import TrainConfig
 
-    if args.model not in MODELS:
-        raise DeepConvNetError(
-            f"unknown model {args.model!r} (choose from {', '.join(sorted(MODELS))})"
-        )
+    given_options(args)  # `train` leaves the options not given out of args (see there)
     model_options = {}
     if args.dropout is not None:
         if not 0.0 <= args.dropout < 1.0:
@@ -202,35 +204,51 @@ def _register_train(sub: argparse._SubParsersAction) -> None:
         "--resume",
         default=None,
         metavar="RUN_DIR",
-        help="carry on an interrupted run with its saved configuration (only --threads and "
-        "--no-progress may be given with it)",
+        help="carry on an interrupted run with its saved configuration (only --threads, "
+        "--data-dir and --no-progress may be given with it)",
     )
-    parser.set_defaults(func=run_train)
-    parser.set_defaults(option_defaults=vars(parser.parse_args([])))
+    parser.set_defaults(func=run_train, option_defaults=_leave_out_defaults(parser))
 
 
-def _options_changed_on_resume(args: argparse.Namespace) -> list[str]:
-    """The options given with ``--resume`` that would change the run: they would be ignored."""
-    return [
-        "--" + name.replace("_", "-")
-        for name, default in args.option_defaults.items()
-        if name not in RESUME_OPTIONS | {"option_defaults"} and getattr(args, name) != default
-    ]
+def _leave_out_defaults(parser: argparse.ArgumentParser) -> dict[str, Any]:
+    """Keep every option out of the parsed namespace unless the command line gives it, and return
+    the defaults for :func:`given_options` to put back. Comparing values with the defaults instead
+    would miss an option given at its default: ``--resume RUN --epochs 20`` on a 5-epoch run."""
+    defaults = vars(parser.parse_args([]))
+    for action in parser._actions:
+        action.default = argparse.SUPPRESS
+    return defaults
+
+
+def given_options(args: argparse.Namespace) -> list[str]:
+    """The options the command line gave (in --help order); gives the others their defaults.
+
+    Idempotent; a namespace from a parser whose defaults were not left out (``ensemble train``)
+    is left as it is."""
+    defaults = getattr(args, "option_defaults", {})
+    given = [name for name in defaults if hasattr(args, name)]
+    for name, value in defaults.items():
+        if not hasattr(args, name):
+            setattr(args, name, value)
+    return given
 
 
 def run_train(args: argparse.Namespace) -> int:
     from deepconvnet.errors import DeepConvNetError
     from deepconvnet.train import load_config, new_run_dir, train
 
+    given = given_options(args)
     if args.resume:
-        changed = _options_changed_on_resume(args)
-        if changed:
+        refused = [f"--{name.replace('_', '-')}" for name in given if name not in RESUME_OPTIONS]
+        if refused:
             raise DeepConvNetError(
-                f"--resume carries on with the run's saved options; drop {', '.join(changed)} "
-                "(only --threads and --no-progress may change)"
+                f"--resume carries on with the run's saved options; drop {', '.join(refused)} "
+                "(only --threads, --data-dir and --no-progress may be given with it)"
             )
         run_dir = Path(args.resume)
         config = load_config(run_dir)
+        if "data_dir" in given:
+            config.data_dir = args.data_dir
         if args.threads is not None and args.threads != config.threads:
             print(
                 f"note: resuming with --threads {args.threads} (the run used {config.threads}); "
