@@ -375,6 +375,7 @@ def test_a_model_of_another_input_shape_is_one_line_exit_2(tmp_path, capsys):
     for argv in (
         ["misclassified", str(path)],
         ["visualize", str(path), "--out", str(tmp_path / "vis")],
+        ["evaluate", str(path), "--json"],
     ):
         assert main(argv) == 2, argv
         *log, error = capsys.readouterr().err.splitlines()

@@ -46,27 +46,50 @@ def save_model(
     return atomic_save_npz(path, arrays)
 
 
-def _read(path: Path) -> dict[str, np.ndarray]:
+def read_arrays(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of a model file or training checkpoint; unreadable is a CheckpointError."""
     try:
         return load_npz(path)
     except DeepConvNetError as exc:
         raise CheckpointError(str(exc)) from exc
 
 
-def _decode(path: Path, arrays: dict[str, np.ndarray], key: str) -> Any:
+def decode_entry(
+    path: Path, arrays: dict[str, np.ndarray], key: str, kind: str = "deepconvnet model file"
+) -> Any:
+    """The JSON stored in ``arrays[key]``; absent or undecodable is a CheckpointError."""
     if key not in arrays:
-        raise CheckpointError(f"{path}: no {key} entry (not a deepconvnet model file)")
+        raise CheckpointError(f"{path}: no {key} entry (not a {kind})")
     try:
         return array_to_json(arrays[key])
     except (ValueError, TypeError, IndexError) as exc:
         raise CheckpointError(f"{path}: unreadable {key} ({exc})") from exc
 
 
+def checked_array(
+    path: Path, arrays: dict[str, np.ndarray], key: str, shape: tuple[int, ...]
+) -> np.ndarray:
+    """``arrays[key]`` if it is a finite float array of ``shape``, else a CheckpointError naming
+    the entry: what every stored parameter must be before it is copied into a model."""
+    value = arrays.get(key)
+    if value is None:
+        raise CheckpointError(f"{path}: array {key!r} is missing")
+    if value.shape != tuple(shape):
+        raise CheckpointError(
+            f"{path}: array {key!r} has shape {value.shape}, the model expects {tuple(shape)}"
+        )
+    if not np.issubdtype(value.dtype, np.floating):
+        raise CheckpointError(f"{path}: array {key!r} has non-float dtype {value.dtype}")
+    if not np.all(np.isfinite(value)):
+        raise CheckpointError(f"{path}: array {key!r} holds non-finite values")
+    return value
+
+
 def load_model(path: str | os.PathLike, rng: np.random.Generator | None = None) -> Sequential:
     """Rebuild the model stored at ``path`` (a ``model.npz`` or a run directory holding one)."""
     path = resolve_model_path(path)
-    arrays = _read(path)
-    spec = _decode(path, arrays, SPEC_KEY)
+    arrays = read_arrays(path)
+    spec = decode_entry(path, arrays, SPEC_KEY)
     try:
         model = Sequential.from_spec(spec, rng=rng)
     except DeepConvNetError as exc:
@@ -80,23 +103,14 @@ def load_model(path: str | os.PathLike, rng: np.random.Generator | None = None) 
     if extra:
         raise CheckpointError(f"{path}: unexpected array {extra[0]!r} ({len(extra)} extra)")
     for key, target in expected.items():
-        value = stored[key]
-        if value.shape != target.shape:
-            raise CheckpointError(
-                f"{path}: array {key!r} has shape {value.shape}, the model expects {target.shape}"
-            )
-        if not np.issubdtype(value.dtype, np.floating):
-            raise CheckpointError(f"{path}: array {key!r} has non-float dtype {value.dtype}")
-        if not np.all(np.isfinite(value)):
-            raise CheckpointError(f"{path}: array {key!r} holds non-finite values")
-        target[...] = value
+        target[...] = checked_array(path, stored, key, target.shape)
     return model
 
 
 def load_metadata(path: str | os.PathLike) -> dict[str, Any]:
     """The metadata dict saved with the model (``{}`` when none was given)."""
     path = resolve_model_path(path)
-    meta = _decode(path, _read(path), META_KEY)
+    meta = decode_entry(path, read_arrays(path), META_KEY)
     if not isinstance(meta, dict):
         raise CheckpointError(f"{path}: {META_KEY} is not a JSON object")
     return meta

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from deepconvnet.errors import DeepConvNetError
+from deepconvnet.errors import EXIT_INTERRUPTED, DeepConvNetError
 from deepconvnet.fileio import atomic_write_bytes, atomic_write_json
 from deepconvnet.models import INFERENCE_BATCH
 from deepconvnet.train import CHECKPOINT, CONFIG, RESULTS, TrainConfig, stop_signals
@@ -40,7 +40,6 @@ from deepconvnet.train import CHECKPOINT, CONFIG, RESULTS, TrainConfig, stop_sig
 MANIFEST = "ensemble.json"
 LOGS = "logs"
 MEMBER_PREFIX = "member-"
-EXIT_INTERRUPTED = 130
 
 Log = Callable[[str], None]
 
@@ -233,7 +232,7 @@ def check_members_can_start(plan: EnsemblePlan) -> None:
     ensemble directory, so bad input is one line and leaves nothing behind.
     """
     from deepconvnet.data import load_dataset
-    from deepconvnet.train import _split as split_training_set
+    from deepconvnet.train import split_training_set
 
     if all(member_state(member_dir(plan.directory, i)) == "finished" for i in range(plan.members)):
         return  # nothing will start

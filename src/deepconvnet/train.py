@@ -37,12 +37,10 @@ import numpy as np
 from deepconvnet import __version__
 from deepconvnet.errors import CheckpointError, DeepConvNetError, Interrupted
 from deepconvnet.fileio import (
-    array_to_json,
     atomic_save_npz,
     atomic_write_json,
     atomic_write_text,
     json_to_array,
-    load_npz,
 )
 from deepconvnet.streams import DROPOUT, INIT, stream
 from deepconvnet.streams import VERSION as STREAMS_VERSION
@@ -53,6 +51,7 @@ METRICS = "metrics.jsonl"
 MODEL = "model.npz"
 OPTIMIZER = "optimizer.npz"
 RESULTS = "results.json"
+TRAINING_CHECKPOINT = "training checkpoint"  # what a checkpoint.npz is, in error messages
 
 
 class TrainingInterrupted(Interrupted):
@@ -193,7 +192,7 @@ def train(
     # failed start leaves nothing behind that would block the corrected command.
     threads = _configure_threads(config.threads)
     dataset = load_dataset(config.dataset, config.data_dir, log=log)
-    train_x, train_t, val_x, val_t = _split(dataset, config)
+    train_x, train_t, val_x, val_t = split_training_set(dataset, config)
 
     model = _build_model(config, dataset)
     optimizer = _build_optimizer(config)
@@ -341,7 +340,9 @@ def _configure_threads(threads: int | None) -> int:
     return set_threads(threads)
 
 
-def _split(dataset, config: TrainConfig):
+def split_training_set(dataset, config: TrainConfig):
+    """The images a run trains on and those it validates on (``--train-limit``, ``--val``);
+    refuses a split that leaves nothing to train on."""
     from deepconvnet.data import to_float, train_val_split
 
     images, labels = dataset.train_images, dataset.train_labels
@@ -571,16 +572,15 @@ def _load_checkpoint(run_dir: Path, model, optimizer) -> TrainState:
     """Restore model, optimizer and random state from checkpoint.npz. A damaged file (an entry
     missing, unexpected, mis-shaped, mistyped or non-finite) is a one-line CheckpointError naming
     it: never a traceback, nor a resume that silently differs from the uninterrupted run."""
+    from deepconvnet.checkpoint import checked_array, decode_entry, read_arrays
+
     path = run_dir / CHECKPOINT
-    try:
-        arrays = load_npz(path)
-    except DeepConvNetError as exc:
-        raise CheckpointError(str(exc)) from exc
+    arrays = read_arrays(path)
     state = _decode_state(path, arrays)
-    if _decode_json(path, arrays, "__spec__") != model.spec():
+    if decode_entry(path, arrays, "__spec__", TRAINING_CHECKPOINT) != model.spec():
         raise CheckpointError(f"{path}: checkpoint is of another architecture than {CONFIG}")
     for name, target in {**model.params(), **model.buffers()}.items():
-        target[...] = _checked_array(path, arrays, f"model/{name}", target.shape)
+        target[...] = checked_array(path, arrays, f"model/{name}", target.shape)
     optim = {k.removeprefix("optim/"): v for k, v in arrays.items() if k.startswith("optim/")}
     _check_optimizer_state(path, optim, optimizer, model.params())
     try:
@@ -591,25 +591,11 @@ def _load_checkpoint(run_dir: Path, model, optimizer) -> TrainState:
     return state
 
 
-def _checked_array(
-    path: Path, arrays: dict[str, np.ndarray], key: str, shape: tuple[int, ...]
-) -> np.ndarray:
-    """``arrays[key]``, float, of ``shape`` and finite - what checkpoint.load_model demands of a
-    model file's arrays - else a CheckpointError naming the entry."""
-    value = arrays.get(key)
-    if value is None or value.shape != tuple(shape):
-        got = "is missing" if value is None else f"has shape {value.shape}, expected {shape}"
-        raise CheckpointError(f"{path}: array {key!r} {got}")
-    if not np.issubdtype(value.dtype, np.floating):
-        raise CheckpointError(f"{path}: array {key!r} has non-float dtype {value.dtype}")
-    if not np.all(np.isfinite(value)):
-        raise CheckpointError(f"{path}: array {key!r} holds non-finite values")
-    return value
-
-
 def _check_optimizer_state(path: Path, optim: dict[str, np.ndarray], optimizer, params) -> None:
     """Finite scalars (step count, lr, hyperparameters) and, once steps were taken, exactly one
     slot array per parameter and slot: a missing one would silently restart at zero."""
+    from deepconvnet.checkpoint import checked_array
+
     scalars = ("t", "lr", "weight_decay", *optimizer.hyperparameters)
     for name in scalars:
         value = optim.get(name)
@@ -624,21 +610,14 @@ def _check_optimizer_state(path: Path, optim: dict[str, np.ndarray], optimizer, 
         odd = sorted(set(optim) ^ (set(scalars) | set(slots)))
         raise CheckpointError(f"{path}: optimizer state does not fit {optimizer!r} ({odd[0]!r})")
     for key, param in slots.items():
-        _checked_array(path, optim, key, param.shape)
-
-
-def _decode_json(path: Path, arrays: dict[str, np.ndarray], key: str) -> Any:
-    if key not in arrays:
-        raise CheckpointError(f"{path}: not a training checkpoint (no {key})")
-    try:
-        return array_to_json(arrays[key])
-    except (ValueError, TypeError, IndexError) as exc:
-        raise CheckpointError(f"{path}: unreadable {key} ({exc})") from exc
+        checked_array(path, optim, key, param.shape)
 
 
 def _decode_state(path: Path, arrays: dict[str, np.ndarray]) -> TrainState:
     """The TrainState saved in ``__state__``: exactly its fields, each of its default's type."""
-    data = _decode_json(path, arrays, "__state__")
+    from deepconvnet.checkpoint import decode_entry
+
+    data = decode_entry(path, arrays, "__state__", TRAINING_CHECKPOINT)
     expected = {f.name: f for f in fields(TrainState)}
     if not isinstance(data, dict):
         raise CheckpointError(f"{path}: __state__ is a {type(data).__name__}, not a training state")

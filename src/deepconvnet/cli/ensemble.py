@@ -8,9 +8,9 @@ import sys
 
 from deepconvnet.cli.common import add_data_options, add_threads_option, positive_int
 from deepconvnet.cli.train import add_train_options, config_from_args
+from deepconvnet.errors import EXIT_INTERRUPTED
 
 EXIT_FAILED = 1
-EXIT_INTERRUPTED = 130
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -283,11 +283,14 @@ def _register_evaluate(sub: argparse._SubParsersAction) -> None:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     from deepconvnet.analysis import evaluate_predictions, format_confusion
+    from deepconvnet.checkpoint import check_input_shape
     from deepconvnet.data import load_dataset, to_float
 
     model_path, model = load_trained_model(args)
     dataset = load_dataset(args.dataset, args.data_dir)
-    predicted = model.predict(to_float(dataset.test_images))
+    images = to_float(dataset.test_images)
+    check_input_shape(model, images.shape[1:], f"the {dataset.name} test images", name=model_path)
+    predicted = model.predict(images)
     report = evaluate_predictions(predicted, dataset.test_labels, len(dataset.class_names))
     plot = _confusion_plot_or_warn(report, dataset, model_path.parent / "plots" / "confusion.png")
     if args.json:
