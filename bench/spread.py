@@ -30,14 +30,17 @@ from deepconvnet.plots import plt, save_figure
 RESULTS = Path(__file__).parent / "results"
 TEST_IMAGES = 10_000
 # label -> the results files (stems under bench/results/) that hold its runs
+# deepconvnet 0.1 drew init and epoch 0's order from one stream (see streams.py); 0.2 does not.
 GROUPS = {
-    "deepconvnet, book recipe": [
-        "reproduce_book",
+    "deepconvnet 0.1, book recipe": [
+        "reproduce_book_0.1",
         "reproduce_book_more_seeds",
         "reproduce_book_seeds_6_8",
     ],
-    "deepconvnet, --sampling replacement": ["reproduce_book_replacement"],
-    "deepconvnet, --optimizer adam-paper": ["reproduce_book_adam_paper"],
+    "deepconvnet 0.1, --sampling replacement": ["reproduce_book_replacement"],
+    "deepconvnet 0.1, --optimizer adam-paper": ["reproduce_book_adam_paper"],
+    "deepconvnet 0.1, --dtype float64": ["reproduce_book_float64"],
+    "deepconvnet 0.2, book recipe": ["reproduce_book"],
     "PyTorch 2.13, book recipe": ["torch_recipe", "torch_recipe_more_seeds"],
     "PyTorch 2.13, book recipe, book's Adam": [
         "torch_recipe_book_adam",
