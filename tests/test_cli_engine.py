@@ -1,4 +1,8 @@
+"""`deepconvnet summary` and `deepconvnet gradcheck` from the command line."""
+
 import json
+
+import pytest
 
 from deepconvnet.cli import main
 
@@ -24,6 +28,11 @@ def test_gradcheck_json(capsys):
     assert len(out["per_parameter"]) == 16
 
 
-def test_unknown_model_exit_2(capsys):
-    assert main(["summary", "--model", "nope"]) == 2
-    assert "unknown model" in capsys.readouterr().err
+@pytest.mark.parametrize("command", ["summary", "gradcheck"])
+def test_unknown_model_exit_2(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:  # argparse refuses it: one line, exit 2
+        main([command, "--model", "nope"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert "invalid choice: 'nope'" in err and "deepconvnet-bn" in err
+    assert len(err.splitlines()) == 1

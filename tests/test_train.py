@@ -13,7 +13,7 @@ from PIL import Image
 from deepconvnet import train as training
 from deepconvnet.checkpoint import load_model, save_model
 from deepconvnet.cli import main
-from deepconvnet.cli.train import MODEL_NAMES
+from deepconvnet.cli.common import MODEL_NAMES
 from deepconvnet.data import load_dataset
 from deepconvnet.data.mnist import IDX_FILES
 from deepconvnet.fileio import array_to_json, atomic_save_npz, json_to_array, load_npz

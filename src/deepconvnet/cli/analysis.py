@@ -115,6 +115,7 @@ def _register_visualize(sub: argparse._SubParsersAction) -> None:
         "--channels", type=positive_int, default=8, metavar="N", help="channels per stage (8)"
     )
     add_data_options(parser)
+    add_threads_option(parser)
     parser.set_defaults(func=run_visualize)
 
 

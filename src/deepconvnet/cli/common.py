@@ -57,6 +57,22 @@ def warn_if_flipping_digits(augmenter, dataset: str) -> None:
         )
 
 
+# The names of deepconvnet.models.MODELS, listed here so that building the parser does not import
+# the engine (tests/test_train.py checks they do not drift), as --optimizer lists OPTIMIZERS.
+MODEL_NAMES = ("deepconvnet", "deepconvnet-bn", "depth-large", "depth-stack3x3")
+
+
+def add_model_name_option(parser: argparse.ArgumentParser, default: str = "deepconvnet") -> None:
+    """``--model NAME``: a registered architecture, for commands that build one."""
+    parser.add_argument(
+        "--model",
+        default=default,
+        choices=MODEL_NAMES,
+        metavar="MODEL",
+        help=f"one of {', '.join(MODEL_NAMES)} (default: {default})",
+    )
+
+
 def add_threads_option(parser: argparse.ArgumentParser) -> None:
     """``--threads N``: the thread budget for NumPy work (default: all cores)."""
     parser.add_argument(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from deepconvnet.cli.common import nonnegative_int, positive_int
+from deepconvnet.cli.common import add_model_name_option, nonnegative_int, positive_int
 
 GRADCHECK_THRESHOLD = 1e-6
 
@@ -14,7 +14,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     summary = subparsers.add_parser(
         "summary", help="per-layer output shapes, parameters, receptive fields, multiply-adds"
     )
-    summary.add_argument("--model", default="deepconvnet", help="registered model name")
+    add_model_name_option(summary)
     summary.add_argument("--json", action="store_true", help="print one JSON object")
     summary.add_argument(
         "--compare-filters",
@@ -26,11 +26,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     check = subparsers.add_parser(
         "gradcheck", help="compare backprop with numerical gradients (float64, reference kernels)"
     )
-    check.add_argument("--model", default="deepconvnet", help="registered model name")
+    add_model_name_option(check)
     check.add_argument("--json", action="store_true", help="print one JSON object")
     check.add_argument("--seed", type=nonnegative_int, default=0, help="random seed (default 0)")
     check.add_argument(
-        "--samples", type=positive_int, default=5, help="entries checked per parameter"
+        "--samples", type=positive_int, default=5, help="entries checked per parameter (default 5)"
     )
     check.set_defaults(func=run_gradcheck)
 

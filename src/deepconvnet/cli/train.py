@@ -11,6 +11,7 @@ from typing import Any
 from deepconvnet.cli.common import (
     add_data_options,
     add_model_argument,
+    add_model_name_option,
     add_threads_option,
     load_trained_model,
     nonnegative_float,
@@ -25,10 +26,6 @@ from deepconvnet.cli.common import (
 # Every other option is the saved run's, and giving it with --resume is an error, not ignored.
 RESUME_OPTIONS = ("threads", "data_dir", "no_progress", "resume")
 
-# The names of deepconvnet.models.MODELS, listed here so that building the parser does not import
-# the engine (tests/test_train.py checks they do not drift), as --optimizer lists OPTIMIZERS.
-MODEL_NAMES = ("deepconvnet", "deepconvnet-bn", "depth-large", "depth-stack3x3")
-
 
 def register(sub: argparse._SubParsersAction) -> None:
     _register_train(sub)
@@ -41,13 +38,7 @@ def add_train_options(parser: argparse.ArgumentParser) -> None:
 
     d = TrainConfig()
 
-    parser.add_argument(
-        "--model",
-        default=d.model,
-        choices=MODEL_NAMES,
-        metavar="MODEL",
-        help=f"one of {', '.join(MODEL_NAMES)} (default: {d.model})",
-    )
+    add_model_name_option(parser, d.model)
     add_data_options(parser)
     parser.add_argument(
         "--epochs", type=positive_int, default=d.epochs, help=f"(default: {d.epochs})"
