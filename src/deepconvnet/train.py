@@ -64,7 +64,7 @@ class TrainingInterrupted(Interrupted):
 
 class TrainingDiverged(DeepConvNetError):
     """The loss became NaN or infinite. A checkpoint already written is kept; a run with none yet
-    is discarded (see :func:`_discarded_if_unstarted`)."""
+    is discarded (see :func:`_fresh_run_dir`)."""
 
 
 @dataclass
@@ -603,9 +603,8 @@ def _check_optimizer_state(path: Path, optim: dict[str, np.ndarray], optimizer, 
             raise CheckpointError(f"{path}: optimizer entry {name!r} is missing or not a number")
         if not np.isfinite(value):
             raise CheckpointError(f"{path}: optimizer entry {name!r} is {value}")
-    slots = {f"{slot}.{name}": p for slot in optimizer.slots for name, p in params.items()}
-    if optim["t"] == 0:
-        slots = {}
+    started = optim["t"] != 0  # before the first step an optimizer has no slot arrays yet
+    slots = {f"{s}.{n}": p for s in optimizer.slots for n, p in params.items()} if started else {}
     if set(optim) != set(scalars) | set(slots):
         odd = sorted(set(optim) ^ (set(scalars) | set(slots)))
         raise CheckpointError(f"{path}: optimizer state does not fit {optimizer!r} ({odd[0]!r})")

@@ -221,21 +221,18 @@ def listen_socket(host: str = LOOPBACK, port: int = 0) -> socket.socket:
     address that is not this machine's into one DeepConvNetError line instead of uvicorn's log
     and ``SystemExit``; the socket is then handed to uvicorn, so there is no race for the port.
     """
+    sock = None
     try:
         family, kind, proto, _, address = socket.getaddrinfo(
             host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
         )[0]
         sock = socket.socket(family, kind, proto)
-    except OSError as exc:
-        raise DeepConvNetError(
-            f"cannot listen on {_authority(host, port)}: {_reason(exc)}"
-        ) from exc
-    try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
         sock.bind(address)
         sock.listen()
     except OSError as exc:
-        sock.close()
+        if sock is not None:
+            sock.close()
         raise DeepConvNetError(
             f"cannot listen on {_authority(host, port)}: {_reason(exc)}"
         ) from exc
