@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from deepconvnet.cli.train import add_train_options
+from deepconvnet.errors import DeepConvNetError
 from deepconvnet.optimizers import OPTIMIZERS, build_optimizer
 
 P0 = np.array([1.0, -2.0])
@@ -71,6 +72,23 @@ def test_state_dict_round_trip_continues_identically(rng, name):
         b.step(pb, g)
     assert np.array_equal(pa["w"], pb["w"])
     assert pa["w"].dtype == np.float32
+
+
+@pytest.mark.parametrize("name", sorted(n for n in OPTIMIZERS if n != "sgd"))
+@pytest.mark.parametrize("other", [np.zeros((2, 3), np.float32), np.zeros((3, 2), np.float64)])
+def test_state_that_does_not_fit_its_parameter_is_an_error_not_a_reset(name, other):
+    params = {"w": np.ones((3, 2), np.float32)}
+    a = build_optimizer(name, lr=0.1)
+    a.step(params, {"w": np.ones((3, 2), np.float32)})
+    state = a.state_dict()
+    slots = [k for k in state if k.endswith(".w")]
+    state[slots[0]] = other
+    b = build_optimizer(name, lr=0.1)
+    b.load_state_dict(state)
+    before = params["w"].copy()
+    with pytest.raises(DeepConvNetError, match=f"optimizer state {slots[0]} is"):
+        b.step(params, {"w": np.ones((3, 2), np.float32)})
+    assert np.array_equal(params["w"], before)
 
 
 def test_updates_in_place_and_weight_decay_only_on_weights():

@@ -55,7 +55,17 @@ class Optimizer:
         raise NotImplementedError
 
     def slot(self, name: str, key: str, like: np.ndarray) -> np.ndarray:
-        """Per-parameter state (zeros on first use)."""
+        """Per-parameter state (zeros on first use).
+
+        Unlike scratch space, state that no longer fits its parameter is an error, not a reset:
+        silently zeroing Adam's moments would change the run without a word.
+        """
+        buf = self.state[name].get(key)
+        if buf is not None and (buf.shape != like.shape or buf.dtype != like.dtype):
+            raise DeepConvNetError(
+                f"optimizer state {name}.{key} is {buf.dtype}{list(buf.shape)} but the parameter "
+                f"is {like.dtype}{list(like.shape)}"
+            )
         return self._buffer(self.state[name], key, like)
 
     @staticmethod
