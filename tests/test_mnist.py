@@ -202,6 +202,37 @@ def test_wrong_data_from_a_mirror_is_an_error_and_not_cached(tiny):
     assert not tiny.cache_path.exists()
 
 
+def test_a_mirror_serving_something_else_is_skipped_for_the_next(tmp_path, monkeypatch):
+    """A captive portal's page and a changed file are problems noted, not the end of the load."""
+    good = make_tiny(tmp_path / "good")
+    portal = tmp_path / "portal"
+    portal.mkdir()
+    for stem in mnist.IDX_FILES.values():
+        (portal / f"{stem}.gz").write_bytes(b"<html>please log in</html>")
+    changed = make_tiny(tmp_path / "changed").mirror_dir
+    labels = good.arrays["test_labels"].copy()
+    labels[0] = (labels[0] + 1) % 10
+    write_idx(changed / "t10k-labels-idx1-ubyte.gz", labels)
+    mirrors = tuple(d.as_uri() + "/" for d in (portal, changed, good.mirror_dir))
+    spec = mnist.DatasetSpec(**{**vars(good.spec), "mirrors": mirrors})
+    monkeypatch.setitem(mnist.DATASETS, "tiny", spec)
+    monkeypatch.delenv("DEEPCONVNET_OFFLINE", raising=False)
+    ds = load_dataset("tiny", cache_dir=good.cache_dir, log=Log())
+    assert_same(ds, good.arrays)
+    assert ds.source == f"mirror {mirrors[2]}"
+
+    # With only the two bad mirrors, the one-line error names what each of them served.
+    monkeypatch.setitem(
+        mnist.DATASETS, "tiny", mnist.DatasetSpec(**{**vars(spec), "mirrors": mirrors[:2]})
+    )
+    with pytest.raises(DataError) as excinfo:
+        load_dataset("tiny", cache_dir=tmp_path / "other-cache", log=Log())
+    message = str(excinfo.value)
+    assert "\n" not in message and "no source has the data" in message
+    assert str(portal) in message and f"mirror {mirrors[1]}: test labels fail" in message
+    assert not (tmp_path / "other-cache" / "tiny.npz").exists()
+
+
 def test_unreachable_mirrors_fail_over_quickly(tmp_path, monkeypatch):
     dead = ("http://127.0.0.1:9/", "https://mirror.invalid/mnist/")
     data = make_tiny(tmp_path, mirrors=dead)

@@ -26,6 +26,8 @@ def _current_umask() -> int:
     return mask
 
 
+# Read once, at import: the umask can only be read by setting it, which would race with any
+# other thread creating files if it were done on every write.
 _UMASK = _current_umask()
 
 

