@@ -176,6 +176,17 @@ def test_thread_count_changes_only_the_summation_order():
             assert rel_err(a, e) < 1e-12
 
 
+def test_the_callers_errstate_holds_in_every_chunk():
+    """Chunks run on pool threads in the caller's context: np.errstate set around a kernel call
+    (training silences overflow and checks the loss itself) must reach them all."""
+    threads.set_threads(3)
+    settings = threads.run_chunks(lambda a, z: np.geterr()["over"], threads.split_bounds(9, 3))
+    assert settings == ["warn"] * 3
+    with np.errstate(over="ignore"):
+        settings = threads.run_chunks(lambda a, z: np.geterr()["over"], threads.split_bounds(9, 3))
+    assert settings == ["ignore"] * 3
+
+
 def test_split_bounds_cover_the_batch_in_order():
     assert threads.split_bounds(7, 2) == [(0, 4), (4, 7)]
     assert threads.split_bounds(1, 4) == [(0, 1)]

@@ -11,6 +11,7 @@ its size and ``n``, and per-chunk partial sums are reduced in chunk order.
 
 from __future__ import annotations
 
+import contextvars
 import os
 import threading
 from collections.abc import Callable, Sequence
@@ -91,14 +92,17 @@ def chunk_bounds(total: int) -> list[tuple[int, int]]:
 def run_chunks(fn: Callable[[int, int], T], bounds: Sequence[tuple[int, int]]) -> list[T]:
     """Call ``fn(start, stop)`` for each chunk in parallel; results in chunk order.
 
-    The caller's thread runs the first chunk, the pool the others; the first exception raised
-    (in chunk order) propagates once every chunk has finished.
+    The caller's thread runs the first chunk, the pool the others, each in a copy of the caller's
+    context, so that what the caller set there (``np.errstate``) holds for every chunk; the first
+    exception raised (in chunk order) propagates once every chunk has finished.
     """
     get_threads()
     executor = _executor
     if len(bounds) <= 1 or executor is None:
         return [fn(a, z) for a, z in bounds]
-    futures: list[Future[T]] = [executor.submit(fn, a, z) for a, z in bounds[1:]]
+    futures: list[Future[T]] = [
+        executor.submit(contextvars.copy_context().run, fn, a, z) for a, z in bounds[1:]
+    ]
     try:
         first = fn(*bounds[0])
     finally:
