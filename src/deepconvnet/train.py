@@ -17,6 +17,7 @@ with parameters bit-identical to an uninterrupted one (same thread count and BLA
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -96,6 +97,41 @@ class TrainConfig:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
 
+    def problem(self) -> str | None:
+        """What is wrong with a configuration that did not come through the command line's
+        checks (a config.json edited by hand), or None. Names are checked where they are used."""
+        from deepconvnet.data.loader import SAMPLINGS
+
+        for name, (kinds, least) in _FIELD_RULES.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, kinds):
+                return f"{name} is {value!r}"
+            if value is None:
+                continue
+            if isinstance(value, (int, float)) and not (least <= value < math.inf):
+                return f"{name} is {value!r} (expected a finite number >= {least})"
+        for name, choices in (("sampling", SAMPLINGS), ("dtype", DTYPES)):
+            if getattr(self, name) not in choices:
+                return f"{name} is {getattr(self, name)!r} (expected one of {', '.join(choices)})"
+        return None
+
+
+DTYPES = ("float32", "float64")  # the arithmetic a run may compute in
+OPTIONAL = type(None)
+# Each field's JSON types and, for numbers, the least value it may take.
+_FIELD_RULES: dict[str, tuple[tuple[type, ...], float]] = {
+    **dict.fromkeys(
+        ("model", "dataset", "sampling", "optimizer", "lr_schedule", "dtype"), ((str,), 0)
+    ),
+    **dict.fromkeys(("data_dir", "augment", "backend"), ((str, OPTIONAL), 0)),
+    **dict.fromkeys(("epochs", "batch_size"), ((int,), 1)),
+    **dict.fromkeys(("seed", "val", "checkpoint_every"), ((int,), 0)),
+    **dict.fromkeys(("train_limit", "threads"), ((int, OPTIONAL), 1)),
+    "lr": ((int, float), 1e-300),
+    "weight_decay": ((int, float), 0),
+    "model_options": ((dict,), 0),
+}
+
 
 @dataclass
 class TrainState:
@@ -168,23 +204,34 @@ def graceful_stop() -> Iterator[StopFlag]:
 # The run
 
 
-def new_run_dir(base: str | Path = "runs") -> Path:
-    return Path(base) / datetime.now().strftime("%Y%m%d-%H%M%S")
+RUNS = Path("runs")  # where runs go when no directory is given
+
+
+def new_run_dirs(base: Path = RUNS) -> Iterator[Path]:
+    """``base/<timestamp>``, then ``-2``, ``-3``, ...: the names a run without ``--out`` tries,
+    in order, until it claims one that no other run has (two may start in the same second)."""
+    stamp = base / datetime.now().strftime("%Y%m%d-%H%M%S")
+    yield stamp
+    for k in itertools.count(2):
+        yield stamp.with_name(f"{stamp.name}-{k}")
 
 
 def train(
     config: TrainConfig,
-    run_dir: str | Path,
+    run_dir: str | Path | None = None,
     *,
     resume: bool = False,
     log: Callable[[str], None] | None = None,
     progress: bool = True,
 ) -> RunResult:
-    """Train (or resume) a run in ``run_dir``, evaluate once on the test set, return the result."""
+    """Train (or resume) a run in ``run_dir`` (default: a new ``runs/<timestamp>``), evaluate
+    once on the test set, return the result."""
     from deepconvnet.data import load_dataset
 
     log = log or _print_err
-    run_dir = Path(run_dir)
+    if run_dir is None and resume:
+        raise DeepConvNetError("resuming needs the run's directory")
+    run_dir = Path(run_dir) if run_dir is not None else None
     started = time.perf_counter()
     _check_run_dir(run_dir, resume)
 
@@ -204,13 +251,15 @@ def train(
         log(f"resuming {run_dir} at epoch {state.epoch + 1}, batch {state.batch}")
     else:
         state = TrainState(rng_state=model.rng.bit_generator.state)
-    log(
-        f"training {config.model} ({model.num_params():,} parameters) on {len(train_t):,} images"
-        f" for {config.epochs} epochs, batch {config.batch_size}, {config.optimizer} "
-        f"lr {config.lr}, {threads} thread(s) -> {run_dir}"
-    )
-    claim = nullcontext() if resume else _fresh_run_dir(run_dir)
-    with graceful_stop() as stop, claim:
+    claim = nullcontext(run_dir) if resume else _fresh_run_dir(run_dir)
+    # Overflow is no news to print: a diverging run is caught by _check_step, in one line.
+    quiet = np.errstate(over="ignore", invalid="ignore", divide="ignore")
+    with graceful_stop() as stop, claim as run_dir, quiet:
+        log(
+            f"training {config.model} ({model.num_params():,} parameters) on "
+            f"{len(train_t):,} images for {config.epochs} epochs, batch {config.batch_size}, "
+            f"{config.optimizer} lr {config.lr}, {threads} thread(s) -> {run_dir}"
+        )
         if not resume:
             _write_config(run_dir, config, dataset, threads, model, extra={"n_train": len(train_t)})
         _fit(
@@ -230,8 +279,12 @@ def train(
     from deepconvnet.analysis import evaluate_predictions
     from deepconvnet.data import to_float
 
-    test_x = to_float(dataset.test_images)
-    test = evaluate_predictions(model.predict(test_x), dataset.test_labels)
+    try:
+        test = evaluate_predictions(
+            model.predict(to_float(dataset.test_images)), dataset.test_labels
+        )
+    except KeyboardInterrupt:  # the last epoch's checkpoint is on disk: resuming evaluates
+        raise TrainingInterrupted(run_dir) from None
     _finish_run(run_dir, model, optimizer, state, test, time.perf_counter() - started)
     log(f"test accuracy {test['accuracy']:.4f} ({test['correct']}/{test['total']})")
     return RunResult(
@@ -263,15 +316,16 @@ def _fit(config, model, optimizer, schedule, loader, val, state, run_dir, stop, 
         epoch_start = time.perf_counter() - state.epoch_seconds
         for x, t in loader.epoch(epoch, start_batch=state.batch):
             loss = _train_step(model, optimizer, x, t, state)
-            if not math.isfinite(loss):
+            problem = _check_step(loss, model)
+            if problem:
                 bar.close()
                 raise TrainingDiverged(
-                    f"loss became {loss} at epoch {epoch + 1}, batch {state.batch}; "
+                    f"{problem} at epoch {epoch + 1}, batch {state.batch}; "
                     + _after_divergence(run_dir)
                 )
             bar.update(1)
             bar.set_postfix(
-                loss=f"{state.loss_sum / max(state.batch, 1):.4f}",
+                loss=f"{state.loss_sum / max(state.seen, 1):.4f}",
                 img_s=f"{state.seen / max(time.perf_counter() - epoch_start, 1e-9):.0f}",
                 refresh=False,
             )
@@ -296,17 +350,28 @@ def _train_step(model, optimizer, x: np.ndarray, t: np.ndarray, state: TrainStat
     optimizer.step(model.params(), model.grads())
     state.batch += 1
     state.step += 1
-    state.loss_sum += loss
+    state.loss_sum += loss * len(t)  # per image, as train_acc: a short last batch weighs less
     state.correct += int(np.count_nonzero(model.loss_layer.y.argmax(axis=1) == t))
     state.seen += len(t)
     return loss
+
+
+def _check_step(loss: float, model) -> str | None:
+    """What went wrong in the step just taken, if anything: a non-finite loss, or (the step's
+    update overflowing) non-finite parameters, which must never reach a checkpoint."""
+    if not math.isfinite(loss):
+        return f"loss became {loss}"
+    for name, p in model.params().items():
+        if not np.isfinite(p).all():
+            return f"parameter {name} became non-finite"
+    return None
 
 
 def _end_epoch(config, model, optimizer, val, state: TrainState, epoch: int) -> dict[str, Any]:
     record: dict[str, Any] = {
         "epoch": epoch + 1,
         "lr": optimizer.lr,
-        "train_loss": state.loss_sum / max(state.batch, 1),
+        "train_loss": state.loss_sum / max(state.seen, 1),
         "train_acc": state.correct / max(state.seen, 1),
     }
     val_x, val_t = val
@@ -402,8 +467,14 @@ def _build_loader(config: TrainConfig, images: np.ndarray, labels: np.ndarray):
 # The run directory
 
 
-def _check_run_dir(run_dir: Path, resume: bool) -> None:
-    """Refuse a directory that cannot take this run, before any work is done."""
+def _check_run_dir(run_dir: Path | None, resume: bool) -> None:
+    """Refuse a directory that cannot take this run, before any work is done (``None``: a new
+    directory under ``runs/``)."""
+    if run_dir is None:
+        _check_creatable(RUNS / "new")
+        return
+    if run_dir.exists() and not run_dir.is_dir():
+        raise DeepConvNetError(f"{run_dir} is not a directory")
     if resume:
         if (run_dir / RESULTS).is_file():
             raise DeepConvNetError(f"{run_dir} has already finished ({RESULTS}); nothing to resume")
@@ -442,22 +513,44 @@ def _check_creatable(run_dir: Path) -> None:
 
 
 @contextmanager
-def _fresh_run_dir(run_dir: Path) -> Iterator[None]:
-    """Create the directory of a fresh run; if the run fails before its first checkpoint (loss
-    diverged, a second Ctrl-C, any error), remove what it wrote, so that the corrected command is
-    not refused for a non-empty directory. Nothing is lost: without a checkpoint there is nothing
-    to resume. (A SIGKILL cannot be caught: then --resume says to delete the directory.)"""
-    created = not run_dir.exists()
+def _fresh_run_dir(run_dir: Path | None) -> Iterator[Path]:
+    """Claim the directory of a fresh run (see :func:`_claim_run_dir`) and yield it; if the run
+    fails before its first checkpoint (loss diverged, a second Ctrl-C, any error), remove what it
+    wrote, so that the corrected command is not refused for a non-empty directory. Nothing is
+    lost: without a checkpoint there is nothing to resume. (A SIGKILL cannot be caught: then
+    --resume says to delete the directory.)"""
+    run_dir, created = _claim_run_dir(run_dir)
     try:
-        (run_dir / "plots").mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise DeepConvNetError(f"cannot create run directory {run_dir}: {exc.strerror}") from exc
-    try:
-        yield
+        yield run_dir
     except BaseException:
         if not (run_dir / CHECKPOINT).is_file():
             _remove_unstarted(run_dir, created)
         raise
+
+
+def _claim_run_dir(run_dir: Path | None) -> tuple[Path, bool]:
+    """Create the run's directory and its ``plots/``; return it and whether this run created it.
+
+    Making ``plots/`` (which an empty directory does not hold) is the atomic claim: of two runs
+    started on one directory, only one makes it, and the other stops before writing anything.
+    Without a directory, the first free name of :func:`new_run_dirs` is claimed."""
+    for candidate in [run_dir] if run_dir is not None else new_run_dirs():
+        created = not candidate.exists()
+        try:
+            candidate.mkdir(parents=True, exist_ok=run_dir is not None)
+            (candidate / "plots").mkdir()
+        except FileExistsError:
+            if run_dir is None:
+                continue
+            raise DeepConvNetError(
+                f"{run_dir} was taken by another run as this one started; choose another --out"
+            ) from None
+        except OSError as exc:
+            raise DeepConvNetError(
+                f"cannot create run directory {candidate}: {exc.strerror}"
+            ) from exc
+        return candidate, created
+    raise AssertionError("new_run_dirs is endless")
 
 
 def _remove_unstarted(run_dir: Path, created: bool) -> None:
@@ -494,8 +587,19 @@ def _after_divergence(run_dir: Path) -> str:
 
 
 def load_config(run_dir: str | Path) -> TrainConfig:
-    """The configuration a run was started with, from its config.json."""
-    return TrainConfig.from_dict(_read_config(Path(run_dir)).get("config", {}))
+    """The configuration a run was started with, from its config.json (checked: a hand-edited
+    value is a one-line error naming it, not a traceback halfway into the run)."""
+    config = TrainConfig.from_dict(_read_config(Path(run_dir)).get("config", {}))
+    problem = config.problem()
+    if problem:
+        raise DeepConvNetError(f"{Path(run_dir) / CONFIG}: {problem}")
+    return config
+
+
+def recorded_threads(run_dir: str | Path) -> int | None:
+    """The thread count a run computed with (its config may say None: "all cores", then)."""
+    threads = _read_config(Path(run_dir)).get("threads")
+    return threads if isinstance(threads, int) and not isinstance(threads, bool) else None
 
 
 def _read_config(run_dir: Path) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from deepconvnet.cli.common import (
     add_model_argument,
     add_threads_option,
     load_trained_model,
+    nonempty_path,
     nonnegative_int,
     positive_int,
 )
@@ -38,6 +39,7 @@ def _register_misclassified(sub: argparse._SubParsersAction) -> None:
     add_model_argument(parser)
     parser.add_argument(
         "--out",
+        type=nonempty_path,
         default=None,
         metavar="FILE.png",
         help="the figure (default: plots/misclassified.png beside the model)",
@@ -107,7 +109,9 @@ def _register_visualize(sub: argparse._SubParsersAction) -> None:
         ),
     )
     add_model_argument(parser)
-    parser.add_argument("--out", required=True, metavar="DIR", help="directory for the figures")
+    parser.add_argument(
+        "--out", type=nonempty_path, required=True, metavar="DIR", help="directory for the figures"
+    )
     parser.add_argument(
         "--index", type=nonnegative_int, default=0, metavar="I", help="test image (default 0)"
     )
@@ -192,6 +196,7 @@ def _register_experiment(sub: argparse._SubParsersAction) -> None:
     )
     depth.add_argument(
         "--out",
+        type=nonempty_path,
         default=None,
         metavar="DIR",
         help="where the table, plot and runs go (default: runs/depth-<timestamp>)",

@@ -6,6 +6,7 @@ import argparse
 
 from deepconvnet.cli.common import (
     add_data_options,
+    nonempty_path,
     nonnegative_int,
     positive_int,
     warn_if_flipping_digits,
@@ -22,7 +23,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "scale=FRAC, shear=DEG, crop=PAD, flip=h|v, elastic[=ALPHA:SIGMA], erase=P; presets: "
         "standard, elastic, none.",
     )
-    parser.add_argument("--out", required=True, metavar="FILE.png", help="where to write the PNG")
+    parser.add_argument(
+        "--out",
+        type=nonempty_path,
+        required=True,
+        metavar="FILE.png",
+        help="where to write the PNG",
+    )
     parser.add_argument(
         "--augment",
         default="standard",

@@ -38,6 +38,14 @@ def nonnegative_float(text: str) -> float:
     return value
 
 
+def nonempty_path(text: str) -> str:
+    """A path argument. The empty string (an unset shell variable: ``--out "$DIR"``) is refused
+    rather than read as "the default" or as the current directory."""
+    if not text:
+        raise argparse.ArgumentTypeError("expected a path, got an empty string")
+    return text
+
+
 def _parse(text: str, kind: type, what: str):
     try:
         return kind(text)

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from deepconvnet.cli.common import add_data_options, add_threads_option, positive_int
+from deepconvnet.cli.common import add_data_options, add_threads_option, nonempty_path, positive_int
 from deepconvnet.cli.train import add_train_options, config_from_args
 from deepconvnet.errors import EXIT_INTERRUPTED
 
@@ -40,7 +40,11 @@ def _register_train(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--members", type=positive_int, default=5, help="members (default: 5)")
     parser.add_argument(
-        "--out", default=None, metavar="DIR", help="ensemble directory (required unless --resume)"
+        "--out",
+        type=nonempty_path,
+        default=None,
+        metavar="DIR",
+        help="ensemble directory (required unless --resume)",
     )
     parser.add_argument(
         "--workers",
@@ -50,7 +54,11 @@ def _register_train(sub: argparse._SubParsersAction) -> None:
         help="members trained at once (default: min(members, threads))",
     )
     parser.add_argument(
-        "--resume", default=None, metavar="DIR", help="finish the unfinished members of DIR"
+        "--resume",
+        type=nonempty_path,
+        default=None,
+        metavar="DIR",
+        help="finish the unfinished members of DIR",
     )
     parser.add_argument(
         "--ray-address",

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from deepconvnet.cli.common import add_model_argument, positive_int
+from deepconvnet.cli.common import add_model_argument, nonempty_path, positive_int
 
 ARCHITECTURES = ("deepconvnet",)
 
@@ -116,7 +116,11 @@ def _register_import_book(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("pkl", metavar="PKL", help="the book's deep_convnet_params.pkl")
     parser.add_argument(
-        "--out", required=True, metavar="DIR|model.npz", help="a .npz file, or a directory"
+        "--out",
+        type=nonempty_path,
+        required=True,
+        metavar="DIR|model.npz",
+        help="a .npz file, or a directory",
     )
     parser.add_argument("--arch", choices=ARCHITECTURES, default="deepconvnet", help="architecture")
     parser.add_argument(

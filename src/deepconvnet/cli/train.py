@@ -14,6 +14,7 @@ from deepconvnet.cli.common import (
     add_model_name_option,
     add_threads_option,
     load_trained_model,
+    nonempty_path,
     nonnegative_float,
     nonnegative_int,
     positive_float,
@@ -34,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def add_train_options(parser: argparse.ArgumentParser) -> None:
     """Every option of a training run; `ensemble train` takes the same ones."""
-    from deepconvnet.train import TrainConfig
+    from deepconvnet.train import DTYPES, TrainConfig
 
     d = TrainConfig()
 
@@ -105,7 +106,7 @@ def add_train_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--dtype",
-        choices=["float32", "float64"],
+        choices=DTYPES,
         default=d.dtype,
         help="arithmetic of parameters and activations (default: float32); float64 is what the "
         "book's code computes in (its weights are float64 arrays), about twice as slow",
@@ -189,10 +190,15 @@ def _register_train(sub: argparse._SubParsersAction) -> None:
     )
     add_train_options(parser)
     parser.add_argument(
-        "--out", default=None, metavar="DIR", help="run directory (default: runs/<timestamp>)"
+        "--out",
+        type=nonempty_path,
+        default=None,
+        metavar="DIR",
+        help="run directory (default: runs/<timestamp>)",
     )
     parser.add_argument(
         "--resume",
+        type=nonempty_path,
         default=None,
         metavar="RUN_DIR",
         help="carry on an interrupted run with its saved configuration (only --threads, "
@@ -226,10 +232,11 @@ def given_options(args: argparse.Namespace) -> list[str]:
 
 def run_train(args: argparse.Namespace) -> int:
     from deepconvnet.errors import DeepConvNetError
-    from deepconvnet.train import load_config, new_run_dir, train
+    from deepconvnet.train import load_config, recorded_threads, train
 
     given = given_options(args)
-    if args.resume:
+    resume = args.resume is not None
+    if resume:
         refused = [f"--{name.replace('_', '-')}" for name in given if name not in RESUME_OPTIONS]
         if refused:
             raise DeepConvNetError(
@@ -240,17 +247,19 @@ def run_train(args: argparse.Namespace) -> int:
         config = load_config(run_dir)
         if "data_dir" in given:
             config.data_dir = args.data_dir
-        if args.threads is not None and args.threads != config.threads:
+        used = recorded_threads(run_dir)
+        if args.threads is not None and args.threads != used:
             print(
-                f"note: resuming with --threads {args.threads} (the run used {config.threads}); "
+                f"note: resuming with --threads {args.threads} (the run used {used}); "
                 "results may differ in the last bits",
                 file=sys.stderr,
             )
+        if args.threads is not None:
             config.threads = args.threads
     else:
         config = config_from_args(args)
-        run_dir = Path(args.out) if args.out else new_run_dir()
-    result = train(config, run_dir, resume=bool(args.resume), progress=not args.no_progress)
+        run_dir = Path(args.out) if args.out is not None else None
+    result = train(config, run_dir, resume=resume, progress=not args.no_progress)
     print(f"test accuracy: {result.test_accuracy:.4f} ({result.correct}/{result.total})")
     print(f"run saved in {result.run_dir}")
     return 0
