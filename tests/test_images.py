@@ -130,6 +130,11 @@ def test_raw_pixels_are_checked_and_used_as_given():
         (np.full((28, 28), np.nan), "finite"),
         ([[0.0] * 28] * 27 + [[0.0] * 3], "expected 28x28 numbers"),
         ("seven", "expected 28x28 numbers"),
+        (None, "expected shape 28x28, got null"),
+        (7, "expected shape 28x28, got a number"),
+        (True, "expected shape 28x28, got a boolean"),
+        ("7", "expected shape 28x28, got a string"),
+        ([], "expected shape 28x28, got 0 (empty)"),
     ]:
         with pytest.raises(ImageError, match="pixels: ") as info:
             pixels_to_digit(bad)
@@ -171,6 +176,47 @@ def test_blank_images_have_no_digit():
             load_digit(encode(Image.new("L", (40, 40), value), "PNG"), name="blank.png")
 
 
+def high_depth(grey8: np.ndarray, kind: str) -> bytes:
+    """8-bit levels as the same levels in a 16-bit PNG, a 32-bit integer or a float TIFF."""
+    if kind == "16-bit":
+        return encode(Image.fromarray(grey8.astype(np.uint16) * 257), "PNG")
+    if kind == "32-bit":
+        return encode(Image.fromarray(grey8.astype(np.int32) * 257), "TIFF")
+    return encode(Image.fromarray(grey8.astype(np.float32) / 255), "TIFF")
+
+
+@pytest.mark.parametrize("kind", ["16-bit", "32-bit", "float"])
+def test_high_depth_images_are_judged_as_their_8_bit_equivalent(kind):
+    """A real digit reads the same; a near-flat image (one level brighter, or faint noise) is
+    refused as blank, as in 8 bits, rather than stretched to full contrast."""
+    seven = np.asarray(draw_seven((300, 200), dark_on_light=True))
+    eight_bit = load_digit(encode(Image.fromarray(seven), "PNG"))
+    np.testing.assert_allclose(load_digit(high_depth(seven, kind)), eight_bit, atol=1e-6)
+    flat = np.full((40, 40), 117, np.uint8)
+    flat[20, 20] = 118
+    noise = np.random.default_rng(2).integers(117, 120, (40, 40)).astype(np.uint8)
+    for grey8 in (flat, noise):
+        with pytest.raises(ImageError) as eight:
+            load_digit(encode(Image.fromarray(grey8), "PNG"), name="flat")
+        with pytest.raises(ImageError) as deep:
+            load_digit(high_depth(grey8, kind), name="flat")
+        assert (
+            str(deep.value)
+            == str(eight.value)
+            == ("flat: no digit found (the image is blank or uniform)")
+        )
+
+
+def test_uniform_16_bit_scan_levels_are_blank():
+    """The reviewer's case: 30000 with one pixel at 30001, or noise 30000-30009."""
+    flat = np.full((40, 40), 30000, np.uint16)
+    flat[20, 20] = 30001
+    noise = np.random.default_rng(3).integers(30000, 30010, (40, 40)).astype(np.uint16)
+    for pixels in (flat, noise):
+        with pytest.raises(ImageError, match="no digit found"):
+            load_digit(encode(Image.fromarray(pixels), "PNG"))
+
+
 def test_over_large_images_are_refused_before_decoding():
     bomb = encode(Image.new("1", (8000, 8000)), "PNG")  # 64 Mpx in a few KB
     assert len(bomb) < 100_000
@@ -179,6 +225,17 @@ def test_over_large_images_are_refused_before_decoding():
     small = encode(draw_seven((300, 200), dark_on_light=True), "PNG")
     with pytest.raises(ImageTooLargeError, match="the limit is 50,000"):
         read_image(small, max_pixels=50_000)
+
+
+@pytest.mark.filterwarnings("error")  # Pillow's DecompressionBombWarning would fail the test
+def test_images_over_pillows_warning_limit_get_only_our_one_line_error(tmp_path):
+    path = tmp_path / "huge.png"  # 100 Mpx: over Pillow's 89 MP warning, under its 179 MP error
+    Image.new("1", (10000, 10000)).save(path)
+    with pytest.raises(ImageTooLargeError) as info:
+        read_image(path)
+    assert str(info.value) == (
+        f"{path}: image too large (10000x10000 = 100,000,000 pixels; the limit is 40,000,000)"
+    )
 
 
 # -- property-based: nothing but ImageError escapes ---------------------------------------------

@@ -151,6 +151,13 @@ def _post(client, kind):
         )
     if kind == "no-pixels":
         return client.post("/api/predict", json={"image": []})
+    if kind == "null-pixels":
+        return client.post("/api/predict", json={"pixels": None})
+    if kind == "deeply-nested":  # the JSON parser recurses per level: RecursionError, not 500
+        body = b'{"pixels":' + b"[" * 2000 + b"]" * 2000 + b"}"
+        return client.post(
+            "/api/predict", content=body, headers={"content-type": "application/json"}
+        )
     if kind == "unsupported-type":
         return client.post("/api/predict", content=b"7", headers={"content-type": "text/plain"})
     if kind == "too-large":
@@ -178,6 +185,8 @@ def _post(client, kind):
         ("nan", 400, "finite"),
         ("not-json", 400, "not valid JSON"),
         ("no-pixels", 400, '{"pixels"'),
+        ("null-pixels", 400, "expected shape 28x28, got null"),
+        ("deeply-nested", 400, "nested too deeply"),
         ("unsupported-type", 415, "unsupported content type"),
         ("too-large", 413, "body too large"),
         ("too-large-streamed", 413, "body too large"),

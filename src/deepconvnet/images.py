@@ -16,6 +16,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,9 @@ from deepconvnet.fileio import atomic_write_bytes, one_line
 #: Formats read (Pillow names). Restricting Pillow to them keeps its attack surface small.
 FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF")
 #: Images with more pixels are refused before decoding (decompression bombs). 40 MP covers
-#: any phone photo; Pillow's own warning limit (89 MP) is never reached.
+#: any phone photo. Pillow's own limits act inside ``Image.open``, before this check can run: it
+#: warns above 89 MP (silenced in :func:`read_image`, this check refuses those in one line) and
+#: raises above 179 MP.
 MAX_PIXELS = 40_000_000
 #: Larger images are reduced (box filter) to at most this side before any float work.
 WORK_SIDE = 1024
@@ -64,11 +67,11 @@ def read_image(
     label = name or ("image" if isinstance(source, bytes | bytearray | memoryview) else str(source))
     data = _read_bytes(source, label)
     try:
-        with Image.open(io.BytesIO(data), formats=FORMATS) as img:
-            _check_size(img.size, label, max_pixels)
-            img.draft("L", (WORK_SIDE, WORK_SIDE))  # JPEG: decode at a reduced scale
-            img.load()
-            return _to_grey(ImageOps.exif_transpose(img), label)
+        with warnings.catch_warnings():
+            # Pillow warns about images of 89-179 MP while opening them, before _check_size runs;
+            # that check refuses them in one line, so the two-line warning would only add noise.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            return _decode(data, label, max_pixels)
     except ImageError:
         raise
     except Image.DecompressionBombError as exc:
@@ -79,6 +82,16 @@ def read_image(
         raise ImageTooLargeError(f"{label}: image too large to decode") from exc
     except Exception as exc:  # any decoder failure on untrusted bytes is the input's fault
         raise ImageError(f"{label}: truncated or corrupt image ({one_line(exc)})") from exc
+
+
+def _decode(data: bytes, label: str, max_pixels: int) -> np.ndarray:
+    """Open, check the header's size, then decode the first frame (the size check must come
+    before ``load``, which is where a decompression bomb would take the memory)."""
+    with Image.open(io.BytesIO(data), formats=FORMATS) as img:
+        _check_size(img.size, label, max_pixels)
+        img.draft("L", (WORK_SIDE, WORK_SIDE))  # JPEG: decode at a reduced scale
+        img.load()
+        return _to_grey(ImageOps.exif_transpose(img), label)
 
 
 def prepare_digit(image: Any, *, name: str = "image") -> np.ndarray:
@@ -113,12 +126,26 @@ def pixels_to_digit(pixels: Any, *, name: str = "pixels") -> np.ndarray:
     except (ValueError, TypeError, OverflowError) as exc:
         raise ImageError(f"{name}: expected 28x28 numbers ({one_line(exc)})") from exc
     if arr.shape != (SIZE, SIZE):
-        raise ImageError(f"{name}: expected shape 28x28, got {'x'.join(map(str, arr.shape))}")
+        raise ImageError(f"{name}: expected shape 28x28, got {_describe(pixels, arr)}")
     if not np.isfinite(arr).all():
         raise ImageError(f"{name}: values must be finite numbers (found NaN or infinity)")
     if arr.min() < 0 or arr.max() > 1:
         raise ImageError(f"{name}: values must be in [0, 1] (found {arr.min():g} to {arr.max():g})")
     return arr.astype(np.float32)
+
+
+def _describe(pixels: Any, arr: np.ndarray) -> str:
+    """What was given instead of 28x28: its shape, or the kind of a lone value (a bare ``null``
+    or number has shape (), which would print as nothing)."""
+    if arr.ndim > 0:
+        return "x".join(map(str, arr.shape)) + (" (empty)" if arr.size == 0 else "")
+    if pixels is None:
+        return "null"
+    if isinstance(pixels, bool | np.bool_):
+        return "a boolean"
+    if isinstance(pixels, str | bytes):
+        return "a string"
+    return "a number"
 
 
 def digit_png_bytes(digit: np.ndarray) -> bytes:
@@ -166,7 +193,8 @@ def _check_size(size: tuple[int, int], label: str, max_pixels: int) -> None:
 def _to_grey(img: Image.Image, label: str) -> np.ndarray:
     """Any Pillow mode -> float32 (H, W) in [0, 1], reduced to at most WORK_SIDE per side."""
     if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
-        return _stretch_high_depth(np.asarray(img, dtype=np.float64), label)
+        full_scale = 1.0 if img.mode == "F" else 65535.0
+        return _scale_high_depth(np.asarray(img, dtype=np.float64), label, full_scale)
     has_alpha = img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info
     img = img.convert("LA" if has_alpha else "L")
     factor = math.ceil(max(img.size) / WORK_SIDE)
@@ -184,12 +212,18 @@ def _to_grey(img: Image.Image, label: str) -> np.ndarray:
     return alpha * grey + (1 - alpha) * paper
 
 
-def _stretch_high_depth(arr: np.ndarray, label: str) -> np.ndarray:
-    """16-bit, 32-bit and float images: map their own range onto [0, 1] (polarity is relative)."""
+def _scale_high_depth(arr: np.ndarray, label: str, full_scale: float) -> np.ndarray:
+    """16-bit, 32-bit and float images onto [0, 1] against their type's range, not their own.
+
+    Integers are scaled as 16-bit (0-65535) and floats as 0-1, the range widened only to take in
+    values beyond it. Stretching min-max instead made a flat image (30000 with one pixel at 30001)
+    look fully contrasted and slip past the blank check in :func:`_ink`; scaled like this a 16-bit
+    image is judged exactly as its 8-bit equivalent (``v * 257 / 65535 == v / 255``).
+    """
     if arr.ndim != 2 or not np.isfinite(arr).all():
         raise ImageError(f"{label}: unsupported pixel data (non-finite or multi-channel)")
-    low, high = float(arr.min()), float(arr.max())
-    out = (arr - low) / (high - low) if high > low else np.zeros_like(arr)
+    low, high = min(float(arr.min()), 0.0), max(float(arr.max()), full_scale)
+    out = (arr - low) / (high - low)
     step = math.ceil(max(arr.shape) / WORK_SIDE)
     return out[::step, ::step].astype(np.float32)
 

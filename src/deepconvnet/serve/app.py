@@ -123,10 +123,19 @@ async def _uploaded_file(request: Request) -> tuple[bytes, str]:
 
 
 def _pixels_field(body: bytes) -> Any:
+    """The ``pixels`` of a JSON body; any body the parser cannot take is the client's 400.
+
+    RecursionError too: the parser recurses once per nesting level, so a body of a few thousand
+    ``[`` (well under the size limit) exhausts the stack and would otherwise be a 500.
+    """
     try:
         payload = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise RequestError(400, f"body is not valid JSON ({exc})") from None
+    except RecursionError:
+        raise RequestError(
+            400, "JSON body nested too deeply (28x28 pixels need two levels)"
+        ) from None
     if not isinstance(payload, dict) or "pixels" not in payload:
         raise RequestError(400, 'expected a JSON object {"pixels": 28x28 numbers in [0, 1]}')
     return payload["pixels"]
