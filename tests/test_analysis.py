@@ -280,6 +280,27 @@ def test_depth_experiment_runs_every_cell_through_the_trainer(tiny, tmp_path):  
     assert png_size(tmp_path / "depth" / "depth_experiment.png")[0] > 500
 
 
+def test_depth_experiment_refuses_what_a_later_cell_would_before_training_any(
+    tiny,  # noqa: F811
+    tmp_path,
+):
+    """A size beyond the data used to stop the experiment after the smaller cells had trained,
+    leaving a half-made directory that blocked the corrected command."""
+    out = tmp_path / "depth"
+    too_big = len(tiny.arrays["train_labels"]) + 1
+    config = DepthConfig(
+        sizes=(6, too_big), epochs=(1,), dataset="tiny", data_dir=str(tiny.idx_dir)
+    )
+    with pytest.raises(DeepConvNetError, match=f"--sizes {too_big} exceeds the {too_big - 1}"):
+        run_depth_experiment(config, out)
+    assert not out.exists()
+    (out / "runs").mkdir(parents=True)
+    (out / "depth_experiment.json").write_text("{}")
+    with pytest.raises(DeepConvNetError, match="already exists and is not empty"):
+        run_depth_experiment(DepthConfig(sizes=(6,), epochs=(1,), dataset="tiny"), out)
+    assert (out / "depth_experiment.json").read_text() == "{}"
+
+
 # -- CLI --------------------------------------------------------------------------------------
 def _cell(size: int, model: str, errors: int) -> dict:
     return {
@@ -324,6 +345,21 @@ def test_missing_model_is_one_line_exit_2(tmp_path, capsys):
 def test_experiment_depth_bad_epochs_exit_2(capsys):
     assert main(["experiment", "depth", "--sizes", "10,20,30", "--epochs", "1,2"]) == 2
     assert "2 values for 3 sizes" in capsys.readouterr().err
+
+
+@pytest.mark.mnist
+def test_misclassified_reports_even_where_it_cannot_save_the_default_figure(tmp_path, capsys):
+    """The default figure beside the model is a by-product (as evaluate's confusion plot is);
+    a figure asked for with --out must be written."""
+    save_model(tmp_path / "run" / "model.npz", tiny_model(seed=7))
+    (tmp_path / "run" / "plots").write_text("a file where plots/ would go")
+    assert main(["misclassified", str(tmp_path / "run"), "--json", "--max", "6"]) == 0
+    captured = capsys.readouterr()
+    assert 5000 < len(json.loads(captured.out)) < 10000
+    assert captured.err.strip().splitlines()[-1].startswith("deepconvnet: warning: no figure (")
+    out = tmp_path / "run" / "plots" / "m.png"
+    assert main(["misclassified", str(tmp_path / "run"), "--out", str(out)]) == 2
+    assert "is not a directory" in capsys.readouterr().err
 
 
 @pytest.mark.mnist

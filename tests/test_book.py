@@ -196,6 +196,23 @@ def test_import_book_cli(tmp_path, capsys):
     assert not (tmp_path / "x").exists() and not (tmp_path / "m").exists()
 
 
+def test_import_book_replaces_an_existing_model_only_with_force(tmp_path, capsys):
+    """Pointed at a run directory, it would swap the trained model under the run's results."""
+    pkl = write_pickle(tmp_path / "p.pkl", book_params(np.random.default_rng(4)))
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "model.npz").write_bytes(b"the run's trained model")
+    assert main(["import-book", str(pkl), "--out", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"deepconvnet: error: {run / 'model.npz'} already exists (--force replaces it)\n"
+    assert (run / "model.npz").read_bytes() == b"the run's trained model"
+    assert main(["import-book", str(pkl), "--out", str(run), "--force"]) == 0
+    assert load_metadata(run / "model.npz")["source"] == "book"
+    upper = tmp_path / "BOOK.NPZ"  # a file, whatever the case of its suffix
+    assert main(["import-book", str(pkl), "--out", str(upper)]) == 0
+    assert upper.is_file() and load_metadata(upper)["source"] == "book"
+
+
 @pytest.mark.mnist
 @pytest.mark.slow
 def test_the_books_weights_classify_9797_of_the_mnist_test_set(tmp_path):

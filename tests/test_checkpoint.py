@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from deepconvnet.checkpoint import check_input_shape, load_metadata, load_model, save_model
+from deepconvnet.checkpoint import check_model_fits, load_metadata, load_model, save_model
+from deepconvnet.cli import main
 from deepconvnet.errors import CheckpointError
 from deepconvnet.fileio import atomic_save_npz, load_npz
 from deepconvnet.models import build_model
@@ -61,12 +62,43 @@ def test_other_architecture_and_bad_values(tmp_path, model, rng):
         load_model(path)
 
 
-def test_check_input_shape_names_the_model_and_the_data():
+def test_check_model_fits_names_the_model_and_the_data():
     colour = build_model("deepconvnet", input_shape=(3, 28, 28))
     with pytest.raises(CheckpointError) as caught:
-        check_input_shape(colour, (1, 28, 28), "the mnist test images", name="runs/x/model.npz")
+        check_model_fits(colour, (1, 28, 28), "the mnist test images", name="runs/x/model.npz")
     assert str(caught.value) == (
         "runs/x/model.npz: the model expects input of shape (3, 28, 28) (C, H, W), "
         "but the mnist test images are (1, 28, 28)"
     )
-    check_input_shape(build_model("deepconvnet"), (1, 28, 28), "the mnist test images")
+    check_model_fits(build_model("deepconvnet"), (1, 28, 28), "the mnist test images")
+
+
+def test_check_model_fits_refuses_another_number_of_classes():
+    twelve = build_model("deepconvnet", output_size=12)
+    with pytest.raises(CheckpointError) as caught:
+        check_model_fits(twelve, (1, 28, 28), "the mnist test images", name="m.npz", classes=10)
+    assert str(caught.value) == (
+        "m.npz: the model has outputs of shape (12,), but the mnist test images have 10 classes"
+    )
+    check_model_fits(twelve, (1, 28, 28), "the mnist test images")  # classes not asked: passes
+    check_model_fits(build_model("deepconvnet"), (1, 28, 28), "digits", classes=10)
+
+
+@pytest.mark.mnist
+@pytest.mark.parametrize("command", ["evaluate", "misclassified", "visualize", "ensemble"])
+def test_commands_refuse_a_model_of_other_classes_in_one_line(tmp_path, capsys, command):
+    """12 outputs for 10 digits was an IndexError in the confusion matrix (exit 1)."""
+    path = tmp_path / "m12.npz"
+    save_model(path, build_model("deepconvnet", output_size=12))
+    argv = {
+        "evaluate": ["evaluate", str(path)],
+        "misclassified": ["misclassified", str(path), "--out", str(tmp_path / "m.png")],
+        "visualize": ["visualize", str(path), "--out", str(tmp_path / "v")],
+        "ensemble": ["ensemble", "evaluate", str(path), str(path)],
+    }[command]
+    assert main(argv) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.endswith(
+        "the model has outputs of shape (12,), but the mnist test images have 10 classes"
+    )
+    assert not (tmp_path / "m.png").exists() and not (tmp_path / "v").exists()

@@ -1,10 +1,11 @@
 """`deepconvnet summary` and `deepconvnet gradcheck` from the command line."""
 
+import argparse
 import json
 
 import pytest
 
-from deepconvnet.cli import main
+from deepconvnet.cli import build_parser, main
 
 
 def test_summary_json(capsys):
@@ -36,3 +37,20 @@ def test_unknown_model_exit_2(command, capsys):
     err = capsys.readouterr().err.strip()
     assert "invalid choice: 'nope'" in err and "deepconvnet-bn" in err
     assert len(err.splitlines()) == 1
+
+
+def _subcommands(parser: argparse.ArgumentParser, prefix: str = "deepconvnet"):
+    """Every (name, parser) of the command tree, nested ones (ensemble train) included."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield f"{prefix} {name}", sub
+                yield from _subcommands(sub, f"{prefix} {name}")
+
+
+def test_every_command_explains_itself_in_its_help():
+    """--help of each command says what it does, not only which options it takes."""
+    commands = dict(_subcommands(build_parser()))
+    assert len(commands) >= 15
+    missing = [name for name, sub in commands.items() if not (sub.description or "").strip()]
+    assert missing == []

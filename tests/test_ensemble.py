@@ -171,6 +171,12 @@ def test_a_failing_member_is_reported_and_the_command_fails(tiny, tmp_path, caps
 def test_cli_errors_are_one_line(tmp_path, capsys):
     assert main(["ensemble", "train", "--members", "2"]) == 2
     assert "needs --out DIR" in capsys.readouterr().err
+    afile = tmp_path / "afile"
+    afile.write_text("kept")
+    assert main(["ensemble", "train", "--members", "2", "--out", str(afile)]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last == f"deepconvnet: error: {afile} is not a directory"
+    assert afile.read_text() == "kept"
     assert main(["ensemble", "train", "--resume", str(tmp_path)]) == 2
     assert "not an ensemble directory" in capsys.readouterr().err
     assert main(["ensemble", "evaluate", str(tmp_path / "nothing")]) == 2

@@ -21,6 +21,7 @@ from deepconvnet import fileio
 from deepconvnet.checkpoint import save_model
 from deepconvnet.cli import main
 from deepconvnet.data.idx import write_idx
+from deepconvnet.errors import DeepConvNetError
 from deepconvnet.fileio import atomic_save_npz, json_to_array
 from deepconvnet.models import build_model
 from deepconvnet.streams import VERSION as STREAMS_VERSION
@@ -170,10 +171,21 @@ def test_full_disk_during_a_save_leaves_the_old_file_and_no_partial_one(
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(fileio.os, "fsync", no_space)
-    code, err = run_cli(["import-book", _book_pickle(tmp_path, model_file), "--out", out], capsys)
+    argv = ["import-book", _book_pickle(tmp_path, model_file), "--out", out, "--force"]
+    code, err = run_cli(argv, capsys)
     assert_one_line_error(code, err, str(out), "No space left on device")
     assert out.read_bytes() == b"previous contents"
     assert leftovers(tmp_path) == []
+
+
+def test_a_file_where_a_directory_should_be_is_named(tmp_path):
+    """The OS says "File exists" (or "Not a directory"), naming neither the file nor the path."""
+    blocker = tmp_path / "afile"
+    blocker.write_text("kept")
+    with pytest.raises(DeepConvNetError) as excinfo:
+        fileio.atomic_write_text(blocker / "sub" / "x.png", "never")
+    assert str(excinfo.value) == f"cannot write {blocker}/sub/x.png: {blocker} is not a directory"
+    assert blocker.read_text() == "kept"
 
 
 def test_ctrl_c_in_any_command_exits_130_with_its_message(tmp_path, monkeypatch, capsys):

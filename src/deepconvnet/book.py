@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from deepconvnet.errors import CheckpointError
+from deepconvnet.errors import CheckpointError, DeepConvNetError
 from deepconvnet.fileio import one_line
 
 BOOK_KEYS = tuple(f"{kind}{i}" for i in range(1, 9) for kind in ("W", "b"))
@@ -152,17 +152,22 @@ def import_book(
     *,
     arch: str = "deepconvnet",
     dtype: np.dtype | type = np.float64,
+    overwrite: bool = False,
 ) -> Path:
     """Convert the book's pickle into a deepconvnet checkpoint; returns the ``model.npz`` path.
 
-    ``out`` is a ``.npz`` file or a directory (then ``out/model.npz``).
+    ``out`` is a ``.npz`` file or a directory (then ``out/model.npz``). An existing file is
+    replaced only with ``overwrite``: ``--out`` given a run directory would otherwise swap its
+    trained model for the book's under a config.json and results.json that describe another.
     """
     from deepconvnet.checkpoint import save_model
 
+    out = Path(out)
+    path = out if out.suffix.lower() == ".npz" else out / "model.npz"
+    if path.exists() and not overwrite:
+        raise DeepConvNetError(f"{path} already exists (--force replaces it)")
     params = read_book_params(pkl)
     model = book_model(params, arch=arch, dtype=dtype, source=str(pkl))
-    out = Path(out)
-    path = out if out.suffix == ".npz" else out / "model.npz"
     metadata = {"source": "book", "imported_from": Path(pkl).name, "dtype": np.dtype(dtype).name}
     save_model(path, model, metadata=metadata)
     return path

@@ -116,20 +116,34 @@ def load_metadata(path: str | os.PathLike) -> dict[str, Any]:
     return meta
 
 
-def check_input_shape(
-    model: Any, image_shape: tuple[int, ...], source: str, *, name: str | os.PathLike = "model"
+def check_model_fits(
+    model: Any,
+    image_shape: tuple[int, ...],
+    source: str,
+    *,
+    name: str | os.PathLike = "model",
+    classes: int | None = None,
 ) -> None:
-    """Refuse a model whose per-image input shape (C, H, W) is not ``image_shape``.
+    """Refuse a model whose per-image input shape (C, H, W) is not ``image_shape``, or whose
+    number of outputs is not ``classes`` (when given).
 
     Called wherever a loaded model meets data (a dataset, prepared digits), so that a model of
-    another input (say 3 channels) is a one-line CheckpointError naming the model and the data,
-    not a ValueError from deep inside the first layer. ``source`` names the data, e.g. "the mnist
-    test images". A model that declares no ``input_shape`` is not checked.
+    another input (say 3 channels) or another label set (12 outputs for 10 digits: an IndexError
+    in the confusion matrix; 5 outputs: a silently meaningless one) is a one-line CheckpointError
+    naming the model and the data. ``source`` names the data, e.g. "the mnist test images". What
+    a model does not declare (``input_shape``, ``output_shapes``) is not checked.
     """
     expected = getattr(model, "input_shape", None)
-    if expected is None or tuple(expected) == tuple(image_shape):
+    if expected is not None and tuple(expected) != tuple(image_shape):
+        raise CheckpointError(
+            f"{name}: the model expects input of shape {tuple(expected)} (C, H, W), but {source} "
+            f"are {tuple(image_shape)}"
+        )
+    if classes is None or not hasattr(model, "output_shapes"):
         return
-    raise CheckpointError(
-        f"{name}: the model expects input of shape {tuple(expected)} (C, H, W), but {source} "
-        f"are {tuple(image_shape)}"
-    )
+    outputs = model.output_shapes()[-1]
+    if tuple(outputs) != (classes,):
+        raise CheckpointError(
+            f"{name}: the model has outputs of shape {tuple(outputs)}, but {source} have "
+            f"{classes} classes"
+        )

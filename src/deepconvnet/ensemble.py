@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from deepconvnet.errors import EXIT_INTERRUPTED, DeepConvNetError
-from deepconvnet.fileio import atomic_write_bytes, atomic_write_json
+from deepconvnet.fileio import atomic_write_bytes, atomic_write_json, check_fresh_dir
 from deepconvnet.models import INFERENCE_BATCH
 from deepconvnet.train import CHECKPOINT, CONFIG, RESULTS, TrainConfig, stop_signals
 
@@ -135,21 +135,25 @@ def member_probabilities(
     images: np.ndarray,
     batch_size: int = INFERENCE_BATCH,
     source: str = "the test images",
+    classes: int | None = None,
 ) -> list[np.ndarray]:
     """Each member's softmax probabilities on float NCHW ``images``, one model in memory at once.
 
-    A member whose input shape is not the images' is refused in one line naming it and
-    ``source`` (the images' name).
+    A member whose input shape is not the images' (or whose outputs are not ``classes``) is
+    refused in one line naming it and ``source`` (the images' name).
     """
-    return [_member_model(p, images, source).predict_proba(images, batch_size) for p in model_paths]
+    return [
+        _member_model(p, images, source, classes).predict_proba(images, batch_size)
+        for p in model_paths
+    ]
 
 
-def _member_model(path: Path, images: np.ndarray, source: str):
+def _member_model(path: Path, images: np.ndarray, source: str, classes: int | None):
     """Load one member, checked against the images before it sees them."""
-    from deepconvnet.checkpoint import check_input_shape, load_model
+    from deepconvnet.checkpoint import check_model_fits, load_model
 
     model = load_model(path)
-    check_input_shape(model, images.shape[1:], source, name=path)
+    check_model_fits(model, images.shape[1:], source, name=path, classes=classes)
     return model
 
 
@@ -159,11 +163,14 @@ def evaluate_ensemble(
     labels: np.ndarray,
     batch_size: int = INFERENCE_BATCH,
     source: str = "the test images",
+    classes: int | None = None,
 ) -> dict[str, Any]:
     """:func:`score_ensemble` of the members named by ``paths`` on ``images`` / ``labels``
-    (named ``source`` in errors), plus ``"paths"`` (the model files used, in member order)."""
+    (named ``source`` in errors, of ``classes`` classes), plus ``"paths"`` (the model files used,
+    in member order)."""
     models = member_model_paths(paths)
-    report = score_ensemble(member_probabilities(models, images, batch_size, source), labels)
+    probabilities = member_probabilities(models, images, batch_size, source, classes)
+    report = score_ensemble(probabilities, labels)
     return {**report, "paths": [str(p) for p in models]}
 
 
@@ -243,11 +250,9 @@ def check_members_can_start(plan: EnsemblePlan) -> None:
 def new_ensemble(plan: EnsemblePlan) -> EnsemblePlan:
     """Create the ensemble directory and its manifest; refuse a directory already in use."""
     directory = plan.directory
-    if directory.exists() and any(directory.iterdir()):
-        raise DeepConvNetError(
-            f"{directory} already exists and is not empty (use ensemble train --resume "
-            f"{directory} to finish it, or choose another --out)"
-        )
+    check_fresh_dir(
+        directory, f"use ensemble train --resume {directory} to finish it, or choose another --out"
+    )
     try:
         (directory / LOGS).mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -136,6 +136,7 @@ def run_depth_experiment(
 
     log = log or (lambda message: None)
     out_dir = Path(out_dir)
+    _check_depth_can_start(config, out_dir, log)
     epochs = epochs_for_sizes(config.sizes, config.epochs)
     models = [build_depth_model(name, backend="reference") for name in config.models]
     stage_rfs = assert_matching_receptive_fields(models)
@@ -187,6 +188,21 @@ def run_depth_experiment(
             record["total_seconds"] = time.perf_counter() - started
             write_depth_report(record, out_dir)
     return record
+
+
+def _check_depth_can_start(config: DepthConfig, out_dir: Path, log: Callable[[str], None]) -> None:
+    """Refuse before the first cell what would stop a later one (a size beyond the data, a used
+    directory): the experiment may run for hours, and a half-made one blocks its own rerun."""
+    from deepconvnet.data import load_dataset
+    from deepconvnet.fileio import check_fresh_dir
+
+    check_fresh_dir(out_dir, "choose another --out")
+    n_train = len(load_dataset(config.dataset, config.data_dir, log=log).train_labels)
+    too_big = [size for size in config.sizes if size > n_train]
+    if too_big:
+        raise DeepConvNetError(
+            f"--sizes {too_big[0]} exceeds the {n_train} training images of {config.dataset}"
+        )
 
 
 def _describe(model: Sequential) -> dict[str, Any]:

@@ -38,7 +38,9 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as exc:
-        raise DeepConvNetError(f"cannot write {path}: {exc.strerror or exc}") from exc
+        raise DeepConvNetError(
+            f"cannot write {path}: {_file_in_the_way(path) or exc.strerror or exc}"
+        ) from exc
     try:
         with os.fdopen(fd, "wb") as f:  # owns fd from here: closed whatever fails below
             os.fchmod(f.fileno(), 0o666 & ~_UMASK)  # mkstemp makes 0600; ordinary permissions
@@ -53,6 +55,24 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
         raise
     _fsync_dir(path.parent)
     return path
+
+
+def _file_in_the_way(path: Path) -> str | None:
+    """Which ancestor of ``path`` is a file, where a directory should be ("File exists", which
+    the OS says then, names neither), or None."""
+    for ancestor in path.parents:
+        if ancestor.exists():
+            return None if ancestor.is_dir() else f"{ancestor} is not a directory"
+    return None
+
+
+def check_fresh_dir(directory: Path, hint: str) -> None:
+    """Refuse a directory that new work would be mixed into: a file, or a non-empty directory.
+    ``hint`` says what to do instead (resume it, choose another --out)."""
+    if directory.exists() and not directory.is_dir():
+        raise DeepConvNetError(f"{directory} is not a directory")
+    if directory.exists() and any(directory.iterdir()):
+        raise DeepConvNetError(f"{directory} already exists and is not empty ({hint})")
 
 
 def _fsync_dir(directory: Path) -> None:

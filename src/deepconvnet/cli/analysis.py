@@ -12,9 +12,11 @@ from deepconvnet.cli.common import (
     add_data_options,
     add_model_argument,
     add_threads_option,
+    check_fits_test_images,
     load_trained_model,
     nonempty_path,
     nonnegative_int,
+    plot_or_warn,
     positive_int,
 )
 
@@ -63,28 +65,33 @@ def _register_misclassified(sub: argparse._SubParsersAction) -> None:
 
 def run_misclassified(args: argparse.Namespace) -> int:
     from deepconvnet.analysis import misclassified
-    from deepconvnet.checkpoint import check_input_shape
     from deepconvnet.data import load_dataset, to_float
     from deepconvnet.plots import misclassified_grid
 
     model_path, model = load_trained_model(args)
     dataset = load_dataset(args.dataset, args.data_dir)
     images = to_float(dataset.test_images)
-    check_input_shape(model, images.shape[1:], f"the {dataset.name} test images", name=model_path)
+    check_fits_test_images(model, model_path, dataset)
     mistakes = misclassified(model.predict_proba(images), dataset.test_labels)
     shown = mistakes[: args.max]
     out = Path(args.out) if args.out else model_path.parent / "plots" / "misclassified.png"
     total = len(dataset.test_labels)
-    plot = misclassified_grid(
-        images[[r["index"] for r in shown], 0],
-        shown,
-        out,
-        class_names=dataset.class_names,
-        title=(
-            f"Misclassified {dataset.name} test images: {len(mistakes):,} of {total:,}\n"
-            f"(the {len(shown)} most confident mistakes)"
-        ),
-    )
+
+    def draw() -> Path:
+        return misclassified_grid(
+            images[[r["index"] for r in shown], 0],
+            shown,
+            out,
+            class_names=dataset.class_names,
+            title=(
+                f"Misclassified {dataset.name} test images: {len(mistakes):,} of {total:,}\n"
+                f"(the {len(shown)} most confident mistakes)"
+            ),
+        )
+
+    # A figure asked for with --out must be written; the default one beside the model is a
+    # by-product, as evaluate's confusion plot is.
+    plot = draw() if args.out else plot_or_warn(draw, "figure")
     if args.json:
         print(json.dumps(mistakes))
         return 0
@@ -94,7 +101,8 @@ def run_misclassified(args: argparse.Namespace) -> int:
             f"  #{r['index']:<6} true {r['label']}  predicted {r['predicted']}  "
             f"p={r['probability']:.3f}"
         )
-    print(f"figure: {plot}")
+    if plot is not None:
+        print(f"figure: {plot}")
     return 0
 
 
@@ -125,7 +133,6 @@ def _register_visualize(sub: argparse._SubParsersAction) -> None:
 
 def run_visualize(args: argparse.Namespace) -> int:
     from deepconvnet.analysis import feature_maps, first_conv_weights
-    from deepconvnet.checkpoint import check_input_shape
     from deepconvnet.data import load_dataset, to_float
     from deepconvnet.errors import DeepConvNetError
     from deepconvnet.plots import feature_maps_grid, filters_grid
@@ -138,7 +145,7 @@ def run_visualize(args: argparse.Namespace) -> int:
             f"--index {args.index} is out of range (the test set has {len(dataset.test_labels)})"
         )
     image = to_float(dataset.test_images[args.index : args.index + 1])[0]
-    check_input_shape(model, image.shape, f"the {dataset.name} test images", name=model_path)
+    check_fits_test_images(model, model_path, dataset)
     proba = model.predict_proba(image[None])[0]
     predicted = int(proba.argmax())
     label = int(dataset.test_labels[args.index])
@@ -165,7 +172,15 @@ def run_visualize(args: argparse.Namespace) -> int:
 
 # -- experiment depth -------------------------------------------------------------------------
 def _register_experiment(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("experiment", help="experiments that test the book's claims")
+    parser = sub.add_parser(
+        "experiment",
+        help="experiments that test the book's claims",
+        description=(
+            "Experiments that test the book's claims by training networks and measuring them. "
+            "depth: section 8.1.3's claim that stacking small filters beats one large filter of "
+            "the same receptive field (see deepconvnet experiment depth --help)."
+        ),
+    )
     kinds = parser.add_subparsers(dest="experiment", metavar="EXPERIMENT", required=True)
     depth = kinds.add_parser(
         "depth",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
+from pathlib import Path
 
 
 def positive_int(text: str) -> int:
@@ -44,6 +46,18 @@ def nonempty_path(text: str) -> str:
     if not text:
         raise argparse.ArgumentTypeError("expected a path, got an empty string")
     return text
+
+
+def plot_or_warn(draw: Callable[[], Path], what: str) -> Path | None:
+    """Draw a figure that is a by-product of a report (written beside the model by default): a
+    model in a read-only place still gets its report, with a warning instead of the figure."""
+    from deepconvnet.errors import DeepConvNetError
+
+    try:
+        return draw()
+    except DeepConvNetError as exc:
+        print(f"deepconvnet: warning: no {what} ({exc})", file=sys.stderr)
+        return None
 
 
 def _parse(text: str, kind: type, what: str):
@@ -129,3 +143,17 @@ def load_trained_model(args: argparse.Namespace):
         set_threads(args.threads)
     model_path = resolve_model_path(args.model)
     return model_path, load_model(model_path)
+
+
+def check_fits_test_images(model, model_path: Path, dataset) -> None:
+    """Refuse, in one line, a model of another input shape or number of classes than the
+    dataset's test images, before it sees them."""
+    from deepconvnet.checkpoint import check_model_fits
+
+    check_model_fits(
+        model,
+        (1, *dataset.test_images.shape[1:]),
+        f"the {dataset.name} test images",
+        name=model_path,
+        classes=len(dataset.class_names),
+    )

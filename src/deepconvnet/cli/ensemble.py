@@ -158,7 +158,8 @@ def run_ensemble_evaluate(args: argparse.Namespace) -> int:
     dataset = load_dataset(args.dataset, args.data_dir)
     images, labels = dataset.test_images[: args.limit], dataset.test_labels[: args.limit]
     source = f"the {dataset.name} test images"
-    report = evaluate_ensemble(args.paths, to_float(images), labels, source=source)
+    classes = len(dataset.class_names)
+    report = evaluate_ensemble(args.paths, to_float(images), labels, source=source, classes=classes)
     if args.json:
         print(json.dumps(report))
         return 0

@@ -39,6 +39,7 @@ def _register_predict(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--save-preprocessed",
+        type=nonempty_path,
         metavar="DIR",
         default=None,
         help="write the 28x28 images the network saw to DIR as PNG",
@@ -129,12 +130,15 @@ def _register_import_book(sub: argparse._SubParsersAction) -> None:
         default="float64",
         help="parameter dtype (default: float64, the book's; both give 9797/10000 on MNIST)",
     )
+    parser.add_argument(
+        "--force", action="store_true", help="replace the model.npz if it already exists"
+    )
     parser.set_defaults(func=run_import_book)
 
 
 def run_import_book(args: argparse.Namespace) -> int:
     from deepconvnet.book import import_book
 
-    path = import_book(args.pkl, args.out, arch=args.arch, dtype=args.dtype)
+    path = import_book(args.pkl, args.out, arch=args.arch, dtype=args.dtype, overwrite=args.force)
     print(f"wrote {path} (the book's DeepConvNet, {args.dtype}, dropout mode 'book')")
     return 0

@@ -13,10 +13,12 @@ from deepconvnet.cli.common import (
     add_model_argument,
     add_model_name_option,
     add_threads_option,
+    check_fits_test_images,
     load_trained_model,
     nonempty_path,
     nonnegative_float,
     nonnegative_int,
+    plot_or_warn,
     positive_float,
     positive_int,
     warn_if_flipping_digits,
@@ -283,16 +285,24 @@ def _register_evaluate(sub: argparse._SubParsersAction) -> None:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     from deepconvnet.analysis import evaluate_predictions, format_confusion
-    from deepconvnet.checkpoint import check_input_shape
     from deepconvnet.data import load_dataset, to_float
+    from deepconvnet.plots import confusion_heatmap
 
     model_path, model = load_trained_model(args)
     dataset = load_dataset(args.dataset, args.data_dir)
     images = to_float(dataset.test_images)
-    check_input_shape(model, images.shape[1:], f"the {dataset.name} test images", name=model_path)
+    check_fits_test_images(model, model_path, dataset)
     predicted = model.predict(images)
     report = evaluate_predictions(predicted, dataset.test_labels, len(dataset.class_names))
-    plot = _confusion_plot_or_warn(report, dataset, model_path.parent / "plots" / "confusion.png")
+    plot = plot_or_warn(
+        lambda: confusion_heatmap(
+            report["confusion"],
+            list(dataset.class_names),
+            model_path.parent / "plots" / "confusion.png",
+            title=f"Confusion matrix - {dataset.name} test set, accuracy {report['accuracy']:.4f}",
+        ),
+        "confusion plot",
+    )
     if args.json:
         print(json.dumps(report))
         return 0
@@ -306,20 +316,3 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if plot:
         print(f"\nconfusion plot: {plot}")
     return 0
-
-
-def _confusion_plot_or_warn(report: dict, dataset, path: Path) -> Path | None:
-    """The plot is a by-product: a model in a read-only place still gets its report."""
-    from deepconvnet.errors import DeepConvNetError
-    from deepconvnet.plots import confusion_heatmap
-
-    try:
-        return confusion_heatmap(
-            report["confusion"],
-            list(dataset.class_names),
-            path,
-            title=f"Confusion matrix - {dataset.name} test set, accuracy {report['accuracy']:.4f}",
-        )
-    except DeepConvNetError as exc:
-        print(f"deepconvnet: warning: no confusion plot ({exc})", file=sys.stderr)
-        return None

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from deepconvnet.checkpoint import check_input_shape, load_model, resolve_model_path
+from deepconvnet.checkpoint import check_model_fits, load_model, resolve_model_path
 from deepconvnet.images import MAX_PIXELS, SIZE, load_digit, save_digit_png
 
 
@@ -29,7 +29,7 @@ class DigitClassifier:
     """28x28 digits (white on black, [0, 1]) -> class probabilities, one forward at a time."""
 
     def __init__(self, model: ProbabilityModel, *, name: str = "model") -> None:
-        check_input_shape(model, (1, SIZE, SIZE), "prepared digits", name=name)
+        check_model_fits(model, (1, SIZE, SIZE), "prepared digits", name=name, classes=10)
         self.model = model
         self.name = name
         self._lock = threading.Lock()
