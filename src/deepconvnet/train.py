@@ -41,6 +41,7 @@ from deepconvnet.fileio import (
     atomic_save_npz,
     atomic_write_json,
     atomic_write_text,
+    check_fresh_dir,
     json_to_array,
 )
 from deepconvnet.streams import DROPOUT, INIT, stream
@@ -483,11 +484,7 @@ def _check_run_dir(run_dir: Path | None, resume: bool) -> None:
             raise DeepConvNetError(f"{run_dir}: no {CHECKPOINT} to resume from{why}")
         _check_streams(run_dir)
         return
-    if run_dir.exists() and any(run_dir.iterdir()):
-        raise DeepConvNetError(
-            f"{run_dir} already exists and is not empty (use --resume {run_dir} to continue it, "
-            "or choose another --out)"
-        )
+    check_fresh_dir(run_dir, f"use --resume {run_dir} to continue it, or choose another --out")
     _check_creatable(run_dir)
 
 
