@@ -73,11 +73,11 @@ def assert_same_final_state(a: Path, b: Path) -> None:
             assert left[key].dtype == right[key].dtype, key
             assert np.array_equal(left[key], right[key]), f"{name}:{key} differs"
     metrics = [
-        [{k: v for k, v in json.loads(line).items() if k != "seconds"} for line in lines]
+        [[(k, v) for k, v in json.loads(line).items() if k != "seconds"] for line in lines]
         for lines in ((a / "metrics.jsonl").read_text().splitlines(),
                       (b / "metrics.jsonl").read_text().splitlines())
     ]  # fmt: skip
-    assert metrics[0] == metrics[1]
+    assert metrics[0] == metrics[1]  # the same records, keys in the same order
     results = [json.loads((d / "results.json").read_text())["test_correct"] for d in (a, b)]
     assert results[0] == results[1]
 

@@ -663,10 +663,20 @@ def _save_epoch(run_dir: Path, model, optimizer, state: TrainState) -> None:
     from deepconvnet.checkpoint import save_model
     from deepconvnet.plots import learning_curves
 
-    atomic_write_text(run_dir / METRICS, "".join(json.dumps(r) + "\n" for r in state.history))
+    atomic_write_text(run_dir / METRICS, "".join(_metrics_line(r) for r in state.history))
     save_model(run_dir / MODEL, model, metadata={"epoch": state.epoch})
     learning_curves(state.history, run_dir / "plots" / "learning_curves.png")
     _save_checkpoint(run_dir, model, optimizer, state)
+
+
+# The order of an epoch record's keys in metrics.jsonl, whatever order the record holds them in
+# (a resumed run's history comes back from the checkpoint's sorted-key JSON).
+METRIC_KEYS = ("epoch", "train_loss", "train_acc", "val_acc", "lr", "seconds")
+
+
+def _metrics_line(record: dict[str, Any]) -> str:
+    ordered = {key: record[key] for key in METRIC_KEYS if key in record}
+    return json.dumps({**ordered, **record}) + "\n"
 
 
 def _load_checkpoint(run_dir: Path, model, optimizer) -> TrainState:
