@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from fixtures_data import make_tiny
@@ -320,6 +322,15 @@ def test_canonical_spec_orders_keys_and_prints_numbers_plainly():
         ("flip=x", "flip=x"),
         ("elastic=34", "elastic=34"),
         ("elastic=34:0", "elastic=34:0"),
+        ("elastic=34:1e308", "sigma must be in [0.1, 28]"),  # overflowed gaussian_matrix
+        ("elastic=34:1e-300", "sigma must be in [0.1, 28]"),
+        ("elastic=1e308:4", "alpha must be in [0, 1000]"),  # NaN coordinates, blank image
+        ("elastic=1001:4", "alpha must be in [0, 1000]"),
+        ("elastic=-1:4", "alpha must be in [0, 1000]"),
+        ("elastic=inf:4", "not a finite number"),
+        ("elastic=34:nan", "not a finite number"),
+        ("crop=15", "[1, 14]"),
+        ("crop=99999999999999999999999", "[1, 14]"),  # overflowed the random integers
         ("rotate=nan", "rotate=nan"),
         ("rotate=", "rotate="),
         ("rotate=5,rotate=6", "rotate"),
@@ -358,6 +369,57 @@ def test_augment_preview_writes_png_of_the_expected_size(tmp_path, monkeypatch):
                  "--count", "2", "--variants", "10"]) == 0  # fmt: skip
     with Image.open(wide) as image:
         assert image.size[0] > 1.5 * width and image.size[1] < height
+
+
+def test_bounds_are_accepted_and_negative_zero_reads_as_zero():
+    x = pattern(2)
+    for spec in ("elastic=1000:0.1", "elastic=0:28", "crop=14"):
+        out = parse_augment(spec)(x, np.random.default_rng(0))
+        assert out.shape == x.shape and np.isfinite(out).all()
+    # -0 passed the range check but rng.uniform(0, -0) raised (an internal error).
+    zero = parse_augment("shift=-0,rotate=-0,elastic=-0:4")
+    assert zero.spec == "rotate=0,shift=0,elastic=0:4"
+    np.testing.assert_allclose(zero(x, np.random.default_rng(0)), x, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("spec", "why"),
+    [("elastic=34:1e308", "sigma must be in"), ("elastic=1e308:4", "alpha must be in")],
+)
+def test_augment_preview_refuses_unbounded_elastic_in_one_line(spec, why, tmp_path, capsys):
+    out = tmp_path / "x.png"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # it used to print a page of NumPy RuntimeWarnings
+        assert main(["augment-preview", "--out", str(out), "--augment", spec]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and spec in err and why in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "why"),
+    [
+        (["--count", "100000", "--variants", "1"], "--count: must be at most 50"),
+        (["--count", "51"], "--count: must be at most 50"),
+        (["--variants", "21"], "--variants: must be at most 20"),
+        (["--variants", "0"], "--variants: must be a positive integer"),
+    ],
+)
+def test_augment_preview_refuses_a_huge_grid_while_parsing(argv, why, tmp_path, capsys):
+    out = tmp_path / "x.png"
+    with pytest.raises(SystemExit) as exit_info:  # argparse refuses it before any data is read
+        main(["augment-preview", "--out", str(out), *argv])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and why in err
+    assert not out.exists()
+
+
+def test_augment_preview_help_states_the_grid_bounds(capsys):
+    with pytest.raises(SystemExit):
+        main(["augment-preview", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "1 to 50" in text and "1 to 20" in text
 
 
 def test_augment_preview_rejects_a_bad_spec(tmp_path, capsys):

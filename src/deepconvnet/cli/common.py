@@ -16,6 +16,20 @@ def positive_int(text: str) -> int:
     return value
 
 
+def int_up_to(high: int) -> Callable[[str], int]:
+    """The type of an integer in ``[1, high]``: a size that would exhaust memory (a huge grid)
+    is refused while parsing."""
+
+    def parse(text: str) -> int:
+        value = positive_int(text)
+        if value > high:
+            raise argparse.ArgumentTypeError(f"must be at most {high}, got {text}")
+        return value
+
+    parse.__name__ = f"int_up_to_{high}"
+    return parse
+
+
 def nonnegative_int(text: str) -> int:
     """An integer >= 0."""
     value = _parse(text, int, "an integer")

@@ -23,9 +23,10 @@ word ``elastic``::
     shift=F         translation, uniform in ±F of the image size, each axis
     scale=F         zoom factor, uniform in [1-F, 1+F]
     shear=DEG       horizontal shear angle, uniform in ±DEG degrees
-    crop=PAD        pad by PAD zero pixels, then crop a random window of the original size
+    crop=PAD        pad by PAD zero pixels (1 to 14), then crop a random window of the original size
     flip=h|v|hv     mirror left-right (h) and/or up-down (v), each with probability 1/2
-    elastic[=A:S]   Simard et al. (2003) elastic distortion, alpha A, sigma S (default 34:4)
+    elastic[=A:S]   Simard et al. (2003) elastic distortion, alpha A in [0, 1000], sigma S in
+                    [0.1, 28] pixels (default 34:4)
     erase=P         random erasing (Zhong et al. 2017) with probability P per image
 
 Presets: ``standard`` = ``rotate=15,shift=0.1,scale=0.15`` (the recipe of the 15-CNN MNIST
@@ -49,6 +50,18 @@ Transform = Callable[[np.ndarray, np.random.Generator], np.ndarray]
 
 SIMARD_ALPHA = 34.0
 SIMARD_SIGMA = 4.0
+# Bounds of elastic=ALPHA:SIGMA, for 28x28 images (MNIST, Fashion-MNIST). The smoothed field has a
+# standard deviation of about 0.16/sigma per unit alpha (measured: 0.037 at sigma 4), so Simard's
+# 34:4 moves pixels by ~1.3 px. Past alpha 1000 a pixel moves ~37 px at sigma 4, beyond the image;
+# yet at sigma 28 alpha 1000 still moves them ~3 px, so the bound leaves every sigma usable. Sigma
+# past 28 (the image size) makes the field a near-constant shift (shift= does that); below 0.125
+# the filter's radius is 0, so smaller sigmas all give the same unsmoothed noise. The bounds also
+# keep gaussian_matrix finite: 1e308 overflowed, 1e-300 filled it with warnings.
+ELASTIC_ALPHA = (0.0, 1000.0)
+ELASTIC_SIGMA = (0.1, 28.0)
+# crop=PAD shifts by up to PAD whole pixels: 14 is half a 28-pixel image, the bound of shift=0.5;
+# a pad past the image size blanks images, and a huge one overflowed the random integers.
+CROP_MAX = 14
 
 
 # --------------------------------------------------------------------------- sampling
@@ -447,15 +460,7 @@ def _parse_value(key: str, value: str, item: str):
         return DeepConvNetError(f"augment spec: {item!r}: {why}")
 
     if key == "elastic":
-        if not value:
-            return (SIMARD_ALPHA, SIMARD_SIGMA)
-        parts = value.split(":")
-        if len(parts) != 2:
-            raise bad("expected elastic=ALPHA:SIGMA, e.g. elastic=34:4")
-        alpha, sigma = (_number(p, bad) for p in parts)
-        if alpha < 0 or sigma <= 0:
-            raise bad("alpha must be >= 0 and sigma > 0")
-        return (alpha, sigma)
+        return _parse_elastic(value, bad)
     if key == "flip":
         if value not in ("h", "v", "hv", "vh"):
             raise bad("expected flip=h, flip=v or flip=hv")
@@ -464,8 +469,8 @@ def _parse_value(key: str, value: str, item: str):
         raise bad(f"expected {key}=VALUE")
     if key == "crop":
         pad = whole_number(value)
-        if pad is None or pad < 1:
-            raise bad("expected crop=PAD, a whole number of pixels >= 1")
+        if pad is None or not 1 <= pad <= CROP_MAX:
+            raise bad(f"expected crop=PAD, a whole number of pixels in [1, {CROP_MAX}]")
         return pad
     number = _number(value, bad)
     limits = {
@@ -481,14 +486,38 @@ def _parse_value(key: str, value: str, item: str):
     return number
 
 
+def _parse_elastic(value: str, bad: Callable[[str], DeepConvNetError]) -> tuple[float, float]:
+    """``ALPHA:SIGMA`` (empty: Simard's 34:4), each within its bound.
+
+    Unbounded, a huge sigma overflowed :func:`gaussian_matrix` and a huge alpha sent every pixel
+    off the image (a blank picture after a page of NumPy warnings): a typo must be a spec error.
+    """
+    if not value:
+        return (SIMARD_ALPHA, SIMARD_SIGMA)
+    parts = value.split(":")
+    if len(parts) != 2:
+        raise bad("expected elastic=ALPHA:SIGMA, e.g. elastic=34:4")
+    alpha, sigma = (_number(p, bad) for p in parts)
+    for name, number, (low, high) in (
+        ("alpha", alpha, ELASTIC_ALPHA),
+        ("sigma", sigma, ELASTIC_SIGMA),
+    ):
+        if not low <= number <= high:
+            raise bad(
+                f"elastic {name} must be in [{low:g}, {high:g}] (Simard: 34:4), got {number:g}"
+            )
+    return (alpha, sigma)
+
+
 def _number(text: str, bad: Callable[[str], DeepConvNetError]) -> float:
+    """A finite float; ``-0`` becomes ``0``, which ``rng.uniform(0, -0)`` would reject."""
     try:
         value = float(text)
     except ValueError:
         raise bad(f"{text!r} is not a number") from None
     if not math.isfinite(value):
         raise bad(f"{text!r} is not a finite number")
-    return value
+    return value + 0.0
 
 
 def _format_item(key: str, value) -> str:
