@@ -61,12 +61,14 @@ class Optimizer:
         silently zeroing Adam's moments would change the run without a word.
         """
         buf = self.state[name].get(key)
-        if buf is not None and (buf.shape != like.shape or buf.dtype != like.dtype):
+        if buf is None:
+            buf = self.state[name][key] = np.zeros_like(like)
+        elif buf.shape != like.shape or buf.dtype != like.dtype:
             raise DeepConvNetError(
                 f"optimizer state {name}.{key} is {buf.dtype}{list(buf.shape)} but the parameter "
                 f"is {like.dtype}{list(like.shape)}"
             )
-        return self._buffer(self.state[name], key, like)
+        return buf
 
     @staticmethod
     def _buffer(store: dict[str, np.ndarray], key: str, like: np.ndarray) -> np.ndarray:

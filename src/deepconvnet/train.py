@@ -118,16 +118,16 @@ class TrainConfig:
 
 
 DTYPES = ("float32", "float64")  # the arithmetic a run may compute in
-OPTIONAL = type(None)
+_OPTIONAL = type(None)
 # Each field's JSON types and, for numbers, the least value it may take.
 _FIELD_RULES: dict[str, tuple[tuple[type, ...], float]] = {
     **dict.fromkeys(
         ("model", "dataset", "sampling", "optimizer", "lr_schedule", "dtype"), ((str,), 0)
     ),
-    **dict.fromkeys(("data_dir", "augment", "backend"), ((str, OPTIONAL), 0)),
+    **dict.fromkeys(("data_dir", "augment", "backend"), ((str, _OPTIONAL), 0)),
     **dict.fromkeys(("epochs", "batch_size"), ((int,), 1)),
     **dict.fromkeys(("seed", "val", "checkpoint_every"), ((int,), 0)),
-    **dict.fromkeys(("train_limit", "threads"), ((int, OPTIONAL), 1)),
+    **dict.fromkeys(("train_limit", "threads"), ((int, _OPTIONAL), 1)),
     "lr": ((int, float), 1e-300),
     "weight_decay": ((int, float), 0),
     "model_options": ((dict,), 0),
@@ -474,9 +474,9 @@ def _check_run_dir(run_dir: Path | None, resume: bool) -> None:
     if run_dir is None:
         _check_creatable(RUNS / "new")
         return
-    if run_dir.exists() and not run_dir.is_dir():
-        raise DeepConvNetError(f"{run_dir} is not a directory")
     if resume:
+        if run_dir.exists() and not run_dir.is_dir():
+            raise DeepConvNetError(f"{run_dir} is not a directory")
         if (run_dir / RESULTS).is_file():
             raise DeepConvNetError(f"{run_dir} has already finished ({RESULTS}); nothing to resume")
         if not (run_dir / CHECKPOINT).is_file():
