@@ -286,3 +286,68 @@ def test_arbitrary_arrays_raise_only_image_error(array):
     else:
         assert digit.shape == (28, 28) and digit.dtype == np.float32
         assert np.isfinite(digit).all() and digit.min() >= 0 and digit.max() <= 1
+
+
+# -- what reviewers found -----------------------------------------------------------------------
+def test_dark_ink_on_dim_paper_is_read_not_called_blank():
+    """An underexposed photo: ink at 0.05 on paper at 0.3-0.45. The ink is whichever extreme
+    lies farther from the paper, so dim paper no longer reads as light ink on black."""
+    grey = np.asarray(draw_seven((300, 200), dark_on_light=True), dtype=np.float64) / 255
+    for paper in (0.3, 0.4, 0.45):
+        photo = 0.05 + (paper - 0.05) * grey
+        digit = prepare_digit(photo, name="dim")
+        assert np.abs(digit - REFERENCE).mean() < 0.02
+
+
+def soft_edged_dark_seven() -> Image.Image:
+    """A dark 7 on white whose edges fade out over many pixels (a blurred scan or an upscaled
+    MNIST digit): keying out pure white leaves more light fringe than dark stroke opaque."""
+    from PIL import ImageFilter
+
+    return draw_seven((300, 200), dark_on_light=True).filter(ImageFilter.GaussianBlur(8))
+
+
+@pytest.mark.parametrize(
+    ("fmt", "make"),
+    [
+        ("PNG", lambda img: (img.convert("P"), {"transparency": 255})),
+        ("GIF", lambda img: (img, {"transparency": 255})),
+        ("PNG", lambda img: (img.convert("RGB"), {"transparency": (255, 255, 255)})),
+    ],
+    ids=["palette-png", "gif", "rgb-png"],
+)
+def test_a_transparent_colour_key_reads_as_the_opaque_image(fmt, make):
+    """Keying out the white paper leaves the anti-aliased fringe opaque; the stroke's core, not
+    that fringe, decides the ink's shade, so the digit is the opaque image's, not an outline."""
+    img = soft_edged_dark_seven()
+    opaque = load_digit(encode(img, "PNG"))
+    keyed, kwargs = make(img)
+    np.testing.assert_allclose(load_digit(encode(keyed, fmt, **kwargs)), opaque, atol=1e-6)
+
+
+def test_a_key_sharing_the_inks_colour_still_shows_the_stroke():
+    """A binary canvas saved as GIF: ink and transparent background are both black."""
+    stroke = np.asarray(draw_seven((300, 200), dark_on_light=False)) > 127
+    canvas = Image.fromarray(stroke.astype(np.uint8), mode="P")
+    canvas.putpalette([0, 0, 0] * 256)
+    digit = load_digit(encode(canvas, "GIF", transparency=0))
+    assert np.abs(digit - REFERENCE).mean() < 0.03
+
+
+@pytest.mark.parametrize("kind", ["16-bit", "float"])
+def test_large_high_depth_images_are_reduced_before_any_float_copy(kind):
+    """A 3000x2000 high-depth image used to become two float64 copies (96 MB) before being
+    subsampled; now Pillow reduces it first, as it reduces 8-bit images, with the same digit."""
+    import tracemalloc
+
+    seven = np.asarray(draw_seven((3000, 2000), dark_on_light=True))
+    data = high_depth(seven, kind)
+    eight_bit = load_digit(encode(Image.fromarray(seven), "PNG"))
+    tracemalloc.start()
+    try:
+        digit = load_digit(data)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 24 * 2**20  # NumPy's allocations; the reduced image is 1000x667
+    assert np.abs(digit - eight_bit).mean() < 0.005

@@ -3,9 +3,9 @@
 MNIST's digits are white ink on black, size-normalised to fit a 20x20 box (aspect ratio kept,
 anti-aliased to grey levels) and centred by centre of mass in a 28x28 field. A network trained on
 them only recognises digits that look like that, so a photo, scan or canvas drawing goes through
-the same steps: greyscale -> ink made bright (dark-on-light paper is inverted, decided from the
-image's border) -> paper level removed and contrast stretched -> cropped to the ink -> fitted into
-20x20 -> shifted so that its centre of mass is the centre of the 28x28 field.
+the same steps: greyscale -> ink made bright (the paper's level is the border's median, and dark
+ink on lighter paper is inverted) -> paper level removed and contrast stretched -> cropped to the
+ink -> fitted into 20x20 -> shifted so that its centre of mass is the centre of the 28x28 field.
 
 Everything that can go wrong with a user's image raises :class:`ImageError` with one line naming the
 image and the problem; nothing else escapes, whatever the bytes or array.
@@ -41,7 +41,6 @@ BOX = 20  # the box the digit is fitted into
 CENTRE = (
     14.0  # MNIST's mean centre of mass (row and column, pixel indices), measured on its test set
 )
-PAPER_IS_LIGHT = 0.5  # border median above this: dark ink on light paper, inverted
 MIN_CONTRAST = 0.1  # ink must stand this far above the paper, else the image is blank
 INK_THRESHOLD = 0.2  # after stretching: pixels at least this bright count as ink for the crop
 NOISE_FLOOR = 0.05  # after stretching: dimmer pixels are paper texture, set to zero
@@ -60,9 +59,9 @@ def read_image(
     """Decode a PNG, JPEG, BMP, GIF or TIFF (path or bytes) to greyscale float32 (H, W) in [0, 1].
 
     The pixel count is checked from the header before decoding; only the first frame of an
-    animation or multi-page file is read; EXIF orientation is applied; transparency is flattened
-    onto paper of the opposite shade to the ink, so a stroke drawn on a transparent canvas stays
-    visible whatever its colour.
+    animation or multi-page file is read; EXIF orientation is applied; transparency (an alpha
+    channel or a transparent colour) is flattened onto paper of the opposite shade to the ink, so
+    a stroke drawn on a transparent canvas stays visible whatever its colour.
     """
     label = name or ("image" if isinstance(source, bytes | bytearray | memoryview) else str(source))
     data = _read_bytes(source, label)
@@ -191,13 +190,21 @@ def _check_size(size: tuple[int, int], label: str, max_pixels: int) -> None:
 
 
 def _to_grey(img: Image.Image, label: str) -> np.ndarray:
-    """Any Pillow mode -> float32 (H, W) in [0, 1], reduced to at most WORK_SIDE per side."""
-    if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+    """Any Pillow mode -> float32 (H, W) in [0, 1], reduced to at most WORK_SIDE per side.
+
+    The reduction (a box filter) runs in Pillow on the decoded pixels, before any float copy: a
+    40 MP float TIFF costs its own 160 MB once, not a float64 copy of it per step.
+    """
+    factor = math.ceil(max(img.size) / WORK_SIDE)
+    if img.mode in HIGH_DEPTH_MODES:
         full_scale = 1.0 if img.mode == "F" else 65535.0
+        if img.mode.startswith("I;16"):
+            img = img.convert("I")  # Pillow reduces I and F, not the 16-bit modes
+        if factor > 1:
+            img = img.reduce(factor)
         return _scale_high_depth(np.asarray(img, dtype=np.float64), label, full_scale)
     has_alpha = img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info
     img = img.convert("LA" if has_alpha else "L")
-    factor = math.ceil(max(img.size) / WORK_SIDE)
     if factor > 1:
         img = img.reduce(factor)
     arr = np.asarray(img, dtype=np.float32) / np.float32(255)
@@ -206,10 +213,31 @@ def _to_grey(img: Image.Image, label: str) -> np.ndarray:
     grey, alpha = arr[..., 0], arr[..., 1]
     if alpha.min() >= 1:
         return grey
-    painted = alpha > 0.5
-    ink_is_dark = painted.any() and float(grey[painted].mean()) < 0.5
-    paper = np.float32(1.0 if ink_is_dark else 0.0)
+    paper = np.float32(0.0 if _ink_is_light(grey, alpha > 0.5) else 1.0)
     return alpha * grey + (1 - alpha) * paper
+
+
+HIGH_DEPTH_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+
+
+def _ink_is_light(grey: np.ndarray, painted: np.ndarray) -> bool:
+    """Whether the painted (opaque) strokes of a transparent drawing are light.
+
+    Judged by the median of the strokes' core, the painted pixels deepest inside them, which hold
+    the ink itself; the strokes' edges blend towards whatever the canvas held. With a transparent
+    colour key (GIF, palette PNG) every near-paper grey of that blend stays opaque, and judging all
+    painted pixels let the fringe outvote a dark stroke, leaving a hollow outline.
+    """
+    core = _deepest_interior(painted)
+    return bool(core.any()) and float(np.median(grey[core])) >= 0.5
+
+
+def _deepest_interior(mask: np.ndarray) -> np.ndarray:
+    """The pixels of ``mask`` farthest (4-neighbour steps) from anything outside it."""
+    from scipy import ndimage
+
+    depth = ndimage.distance_transform_cdt(np.pad(mask, 1), metric="taxicab")[1:-1, 1:-1]
+    return mask & (depth == depth.max())
 
 
 def _scale_high_depth(arr: np.ndarray, label: str, full_scale: float) -> np.ndarray:
@@ -223,9 +251,7 @@ def _scale_high_depth(arr: np.ndarray, label: str, full_scale: float) -> np.ndar
     if arr.ndim != 2 or not np.isfinite(arr).all():
         raise ImageError(f"{label}: unsupported pixel data (non-finite or multi-channel)")
     low, high = min(float(arr.min()), 0.0), max(float(arr.max()), full_scale)
-    out = (arr - low) / (high - low)
-    step = math.ceil(max(arr.shape) / WORK_SIDE)
-    return out[::step, ::step].astype(np.float32)
+    return ((arr - low) / (high - low)).astype(np.float32)
 
 
 # -- preparing ------------------------------------------------------------------------------------
@@ -280,11 +306,16 @@ def _unit_range(arr: np.ndarray, name: str) -> np.ndarray:
 
 
 def _ink(grey: np.ndarray, name: str) -> np.ndarray:
-    """Bright ink on a zero background, stretched so that the brightest ink is 1."""
+    """Bright ink on a zero background, stretched so that the brightest ink is 1.
+
+    The paper's level is the border's median; the ink is whichever extreme lies farther from it.
+    (Deciding from the paper alone, light above 0.5, read dark ink on dim paper, an
+    underexposed photo, as a blank page.)
+    """
     border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
     paper = float(np.median(border))
-    ink = 1.0 - grey if paper > PAPER_IS_LIGHT else grey
-    background = min(paper, 1.0 - paper) if paper > PAPER_IS_LIGHT else paper
+    ink_is_dark = paper - float(grey.min()) > float(grey.max()) - paper
+    ink, background = (1.0 - grey, 1.0 - paper) if ink_is_dark else (grey, paper)
     peak = float(ink.max())
     if peak - background < MIN_CONTRAST:
         raise ImageError(f"{name}: no digit found (the image is blank or uniform)")
