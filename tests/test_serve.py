@@ -242,6 +242,47 @@ def test_content_length_must_be_ascii_digits(value, status, words):
     assert code == status and words in body["error"]
 
 
+def test_a_range_header_on_static_files_is_ignored(client):
+    """A malformed Range used to get Starlette's plain-text 400; the files are served whole."""
+    whole = client.get("/static/app.js")
+    for value in ("bytes=10-5", "bytes=abc", "items=0-5", "bytes=0-9"):
+        response = client.get("/static/app.js", headers={"Range": value})
+        assert response.status_code == 200, (value, response.text)
+        assert response.content == whole.content
+
+
+def test_uploads_are_decoded_at_most_decode_slots_at_a_time(classifier, monkeypatch):
+    """Each decode may hold a large decoded image; concurrent uploads queue for a slot."""
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    import deepconvnet.serve.app as app_module
+
+    lock, running, most = threading.Lock(), [0], [0]
+
+    def slow_load_digit(*args, **kwargs):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.2)
+        with lock:
+            running[0] -= 1
+        return load_digit(*args, **kwargs)
+
+    monkeypatch.setattr(app_module, "load_digit", slow_load_digit)
+    app = create_app(classifier, max_body_bytes=BODY_LIMIT, decode_slots=2)
+    with running_server(app) as url, httpx.Client(base_url=url, timeout=30) as http:
+
+        def upload(_):
+            return http.post("/api/predict", files={"file": ("7.png", seven_png())}).status_code
+
+        with ThreadPoolExecutor(6) as pool:
+            statuses = list(pool.map(upload, range(6)))
+    assert statuses == [200] * 6
+    assert most[0] == 2
+
+
 # -- the serve command --------------------------------------------------------------------------
 def test_serve_on_a_port_in_use_is_one_line_exit_2(model_path, capsys):
     with socket.socket() as taken:

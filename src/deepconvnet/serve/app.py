@@ -16,12 +16,16 @@ Routes
 Every bad request gets a 4xx with ``{"error": "..."}``: 400 unreadable/ill-shaped/out-of-range
 input, 413 a body over ``max_body_bytes`` or an image over ``max_pixels`` (decompression bombs),
 415 an unsupported content type. Bodies are counted as they arrive, so a client cannot make the
-server buffer more than the limit, whatever its Content-Length says.
+server buffer more than the limit, whatever its Content-Length says; at most ``DECODE_SLOTS``
+images are decoded at once, so concurrent uploads queue instead of each taking a decoded image's
+memory (up to 160 MB for a 40 MP float TIFF of a few hundred KB).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import socket
 import threading
 import time
@@ -44,6 +48,9 @@ from deepconvnet.images import MAX_PIXELS, ImageTooLargeError, load_digit, pixel
 from deepconvnet.serve import DigitClassifier, predict_digit
 
 MAX_BODY_BYTES = 8 * 1024 * 1024  # a phone photo fits; anything bigger is refused unread
+#: Images decoded at once. Decoding is CPU-bound, so more would not answer sooner, only hold more
+#: decoded images in memory together.
+DECODE_SLOTS = min(4, os.cpu_count() or 1)
 LOOPBACK = "127.0.0.1"
 
 
@@ -61,6 +68,7 @@ def create_app(
     *,
     max_body_bytes: int = MAX_BODY_BYTES,
     max_pixels: int = MAX_PIXELS,
+    decode_slots: int = DECODE_SLOTS,
 ) -> FastAPI:
     """The FastAPI app serving ``classifier``."""
     app = FastAPI(
@@ -73,7 +81,8 @@ def create_app(
     app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
     _add_error_handlers(app)
     static = resources.files("deepconvnet.serve") / "static"
-    app.mount("/static", StaticFiles(directory=str(static)), name="static")
+    app.mount("/static", WholeStaticFiles(directory=str(static)), name="static")
+    decoding = asyncio.Semaphore(decode_slots)
 
     @app.get("/", response_class=HTMLResponse)
     def index() -> HTMLResponse:
@@ -85,7 +94,7 @@ def create_app(
 
     @app.post("/api/predict")
     async def api_predict(request: Request) -> dict[str, Any]:
-        digit = await _digit_from_request(request, max_pixels)
+        digit = await _digit_from_request(request, max_pixels, decoding)
         prediction = await run_in_threadpool(predict_digit, classifier, digit)
         return {
             "label": prediction.label,
@@ -96,21 +105,24 @@ def create_app(
     return app
 
 
-async def _digit_from_request(request: Request, max_pixels: int) -> np.ndarray:
+async def _digit_from_request(
+    request: Request, max_pixels: int, decoding: asyncio.Semaphore
+) -> np.ndarray:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type == "multipart/form-data":
-        data, name = await _uploaded_file(request)
-        return await run_in_threadpool(load_digit, data, name=name, max_pixels=max_pixels)
-    if content_type.startswith("image/") or content_type == "application/octet-stream":
-        data = await request.body()
-        return await run_in_threadpool(load_digit, data, name="upload", max_pixels=max_pixels)
     if content_type == "application/json":
         return pixels_to_digit(_pixels_field(await request.body()))
-    raise RequestError(
-        415,
-        f"unsupported content type {content_type or '(none)'!r}: send an image as "
-        'multipart/form-data or JSON {"pixels": 28x28 numbers in [0, 1]}',
-    )
+    if content_type == "multipart/form-data":
+        data, name = await _uploaded_file(request)
+    elif content_type.startswith("image/") or content_type == "application/octet-stream":
+        data, name = await request.body(), "upload"
+    else:
+        raise RequestError(
+            415,
+            f"unsupported content type {content_type or '(none)'!r}: send an image as "
+            'multipart/form-data or JSON {"pixels": 28x28 numbers in [0, 1]}',
+        )
+    async with decoding:
+        return await run_in_threadpool(load_digit, data, name=name, max_pixels=max_pixels)
 
 
 async def _uploaded_file(request: Request) -> tuple[bytes, str]:
@@ -162,6 +174,18 @@ def _add_error_handlers(app: FastAPI) -> None:
 
 class BodyTooLarge(Exception):
     pass
+
+
+class WholeStaticFiles(StaticFiles):
+    """Static files served whole, ignoring any Range header.
+
+    The page's files are a few KB, so ranges gain nothing; and Starlette answers a malformed Range
+    itself, in plain text, where every other bad request here gets a JSON error.
+    """
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = [(key, value) for key, value in scope["headers"] if key != b"range"]
+        await super().__call__({**scope, "headers": headers}, receive, send)
 
 
 class BodySizeLimit:
