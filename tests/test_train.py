@@ -141,7 +141,7 @@ def test_out_that_is_a_file_is_refused(tmp_path, capsys):
 def test_two_runs_cannot_claim_one_directory(tmp_path):
     """The claim is atomic: of two runs started on one --out, the second stops, writing nothing."""
     out = tmp_path / "run"
-    assert training._claim_run_dir(out) == (out, True)
+    assert training._claim_run_dir(out) == (out, out)  # it created the directory itself
     with pytest.raises(training.DeepConvNetError, match="taken by another run"):
         training._claim_run_dir(out)
     assert sorted(p.name for p in out.iterdir()) == ["plots"]
@@ -475,3 +475,137 @@ def test_resume_from_a_damaged_checkpoint_is_one_line_naming_it(
     assert last.startswith(f"deepconvnet: error: {run_dir / 'checkpoint.npz'}: ")
     assert message in last
     assert not (run_dir / "results.json").exists()
+
+
+# -- what reviewers found -----------------------------------------------------------------------
+@no_warnings
+@pytest.mark.parametrize("optimizer", ["adagrad", "rmsprop"])
+def test_optimizer_state_that_overflows_stops_the_run_as_divergence(optimizer, tmp_path, capsys):
+    """With weight decay 1e30 the sum of squared gradients overflows while the weights stay
+    finite (each update divided by infinity): a checkpoint holding it could never be resumed."""
+    out = tmp_path / "run"
+    argv = [*TINY, "--optimizer", optimizer, "--weight-decay", "1e30", "--out", str(out)]
+    assert main(["train", *argv, "--checkpoint-every", "1"]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "optimizer state h.0.W became non-finite at epoch 1, batch 1" in last
+    assert not out.exists()
+
+
+def test_a_start_takes_the_bounds_a_resume_checks(tmp_path, capsys):
+    """--lr 1e-310 passed the option's check but was refused on resume: a run that could
+    never be resumed. One set of rules now applies to both."""
+    out = tmp_path / "run"
+    assert main(["train", *TINY, "--lr", "1e-310", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        "deepconvnet: error: invalid configuration: lr is 1e-310 (expected a finite number "
+        ">= 1e-300)"
+    )
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"foo": 1}, "model_options has 'foo' (the only model option is dropout_ratio)"),
+        ({"hidden_size": 0}, "model_options has 'hidden_size'"),
+        ({"dropout_ratio": 5}, "model_options.dropout_ratio is 5 (expected a number in [0, 1))"),
+        ({"dropout_ratio": "x"}, "model_options.dropout_ratio is 'x'"),
+    ],
+)
+def test_resume_of_hand_edited_model_options_is_one_line(
+    quick_run, tmp_path, capsys, options, message
+):
+    run_dir = unfinished_copy(quick_run, tmp_path)
+    config = json.loads((run_dir / "config.json").read_text())
+    config["config"]["model_options"] = options
+    (run_dir / "config.json").write_text(json.dumps(config))
+    assert main(["train", "--resume", str(run_dir), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"deepconvnet: error: {run_dir / 'config.json'}: {message}")
+    assert len(err.splitlines()) == 1
+
+
+def test_a_model_spec_too_large_to_build_is_one_line(tmp_path, capsys):
+    path = tmp_path / "huge.npz"
+    save_model(path, MODELS["deepconvnet"]())
+    arrays = load_npz(path)
+    spec = array_to_json(arrays["__spec__"])
+    affine = next(layer for layer in reversed(spec["layers"]) if layer["type"] == "Affine")
+    affine["out_features"] = 10**12
+    arrays["__spec__"] = json_to_array(spec)
+    atomic_save_npz(path, arrays)
+    assert main(["evaluate", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"deepconvnet: error: {path}: invalid model spec: too large to build")
+    assert len(err.splitlines()) == 1
+
+
+def test_resume_without_threads_keeps_the_runs_thread_count(quick_run, tmp_path, monkeypatch):
+    """A run made on all of 2 cores and resumed where there are more (or fewer) must still
+    compute on 2, or it is not the run it would have been; --threads, when given, decides."""
+    run_dir = unfinished_copy(quick_run, tmp_path)
+    used = json.loads((run_dir / "config.json").read_text())["threads"]
+    threads = []
+
+    def train_stub(config, *args, **kwargs):
+        threads.append(config.threads)
+        raise training.DeepConvNetError("stopped by the test")
+
+    monkeypatch.setattr(training, "train", train_stub)
+    monkeypatch.setattr("os.cpu_count", lambda: used + 5)
+    assert main(["train", "--resume", str(run_dir), "--no-progress"]) == 2
+    assert main(["train", "--resume", str(run_dir), "--threads", "1", "--no-progress"]) == 2
+    assert threads == [used, 1]
+
+
+def test_two_resumes_of_one_run_cannot_run_at_once(quick_run, tmp_path, capsys):
+    run_dir = unfinished_copy(quick_run, tmp_path)
+    with training._hold_run_dir(run_dir):  # as a resume running in another process holds it
+        assert main(["train", "--resume", str(run_dir), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"deepconvnet: error: {run_dir} is being trained by another process; wait for it to "
+        "finish or stop it (Ctrl-C) first"
+    )
+    assert not (run_dir / "results.json").exists()
+    assert main(["train", "--resume", str(run_dir), "--no-progress"]) == 0  # released
+
+
+def test_a_failed_start_removes_the_parent_directories_it_made(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", *DIVERGING, "--no-progress", "--out", "deep/a/b"]) == 2
+    assert main(["train", *DIVERGING, "--no-progress"]) == 2  # runs/ made for it
+    assert "nothing is kept" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_evaluate_tests_a_model_on_the_dataset_its_run_was_trained_on(
+    quick_run, tmp_path, monkeypatch, capsys
+):
+    """A Fashion-MNIST run evaluated without --dataset used to be scored on MNIST digits."""
+    import deepconvnet.data
+
+    run_dir = tmp_path / "fashion"
+    shutil.copytree(quick_run, run_dir)
+    config = json.loads((run_dir / "config.json").read_text())
+    config["config"]["dataset"] = "fashion-mnist"
+    (run_dir / "config.json").write_text(json.dumps(config))
+    asked = []
+
+    def load_dataset_spy(name, *args, **kwargs):
+        asked.append(name)
+        return load_dataset("mnist")  # the test needs no Fashion-MNIST files, only the name
+
+    monkeypatch.setattr(deepconvnet.data, "load_dataset", load_dataset_spy)
+    for argv in (
+        ["evaluate", str(run_dir)],
+        ["misclassified", str(run_dir), "--json"],
+        ["evaluate", str(run_dir), "--dataset", "mnist"],
+        ["evaluate", str(run_dir / "model.npz")],
+    ):
+        assert main(argv) == 0
+    bare = tmp_path / "bare.npz"
+    shutil.copy(quick_run / "model.npz", bare)
+    assert main(["evaluate", str(bare)]) == 0
+    assert asked == ["fashion-mnist", "fashion-mnist", "mnist", "fashion-mnist", "mnist"]

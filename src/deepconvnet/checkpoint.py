@@ -91,7 +91,7 @@ def load_model(path: str | os.PathLike, rng: np.random.Generator | None = None) 
     arrays = read_arrays(path)
     spec = decode_entry(path, arrays, SPEC_KEY)
     try:
-        model = Sequential.from_spec(spec, rng=rng)
+        model = Sequential.from_spec(spec, rng=rng, initialize=False)  # all overwritten below
     except DeepConvNetError as exc:
         raise CheckpointError(f"{path}: {exc}") from exc
     expected = {**model.params(), **model.buffers()}

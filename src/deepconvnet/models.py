@@ -102,11 +102,18 @@ class Sequential:
 
     @classmethod
     def from_spec(
-        cls, spec: dict[str, Any], rng: np.random.Generator | None = None, **overrides: Any
+        cls,
+        spec: dict[str, Any],
+        rng: np.random.Generator | None = None,
+        *,
+        initialize: bool = True,
+        **overrides: Any,
     ) -> Sequential:
-        """Rebuild a model (freshly initialised from ``rng``) from :meth:`spec`.
+        """Rebuild a model (freshly initialised from ``rng`` unless ``initialize`` is false, for a
+        caller about to overwrite every parameter) from :meth:`spec`.
 
-        Raises :class:`DeepConvNetError` naming the problem for an unusable spec.
+        Raises :class:`DeepConvNetError` naming the problem for an unusable spec, including one
+        too large to allocate (a spec in a file is untrusted input).
         """
         try:
             layer_specs = spec["layers"]
@@ -131,7 +138,9 @@ class Sequential:
             raise
         except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
             raise DeepConvNetError(f"invalid model spec: {type(exc).__name__}: {exc}") from exc
-        return model.initialize()
+        except MemoryError as exc:
+            raise DeepConvNetError(f"invalid model spec: too large to build ({exc})") from exc
+        return model.initialize() if initialize else model
 
     def copy(self, dtype: np.dtype | type | None = None) -> Sequential:
         """An independent copy (same parameters and buffers), optionally in another dtype."""

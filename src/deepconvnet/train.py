@@ -27,7 +27,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext, suppress
+from contextlib import ExitStack, contextmanager, nullcontext, suppress
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from datetime import datetime
 from pathlib import Path
@@ -114,7 +114,18 @@ class TrainConfig:
         for name, choices in (("sampling", SAMPLINGS), ("dtype", DTYPES)):
             if getattr(self, name) not in choices:
                 return f"{name} is {getattr(self, name)!r} (expected one of {', '.join(choices)})"
-        return None
+        return _model_options_problem(self.model_options)
+
+
+def _model_options_problem(options: dict[str, Any]) -> str | None:
+    """The model options a run may set (only ``--dropout`` sets any): others would reach the
+    model's constructor unchecked."""
+    for name, value in options.items():
+        if name != "dropout_ratio":
+            return f"model_options has {name!r} (the only model option is dropout_ratio)"
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+            return f"model_options.dropout_ratio is {value!r} (expected a number in [0, 1))"
+    return None
 
 
 DTYPES = ("float32", "float64")  # the arithmetic a run may compute in
@@ -226,14 +237,27 @@ def train(
     progress: bool = True,
 ) -> RunResult:
     """Train (or resume) a run in ``run_dir`` (default: a new ``runs/<timestamp>``), evaluate
-    once on the test set, return the result."""
-    from deepconvnet.data import load_dataset
+    once on the test set, return the result.
 
-    log = log or _print_err
+    The run's directory is held (:func:`_hold_run_dir`) from before its checkpoint is read, or
+    from its creation, until its results are written.
+    """
     if run_dir is None and resume:
         raise DeepConvNetError("resuming needs the run's directory")
+    problem = config.problem()
+    if problem:
+        raise DeepConvNetError(f"invalid configuration: {problem}")
+    with ExitStack() as held:
+        return _train(config, run_dir, resume, log or _print_err, progress, held)
+
+
+def _train(config, run_dir, resume: bool, log, progress: bool, held: ExitStack) -> RunResult:
+    from deepconvnet.data import load_dataset
+
     run_dir = Path(run_dir) if run_dir is not None else None
     started = time.perf_counter()
+    if resume and run_dir.is_dir():
+        held.enter_context(_hold_run_dir(run_dir))
     _check_run_dir(run_dir, resume)
 
     # Everything that can refuse the input comes before the run directory is created, so that a
@@ -256,6 +280,8 @@ def train(
     # Overflow is no news to print: a diverging run is caught by _check_step, in one line.
     quiet = np.errstate(over="ignore", invalid="ignore", divide="ignore")
     with graceful_stop() as stop, claim as run_dir, quiet:
+        if not resume:
+            held.enter_context(_hold_run_dir(run_dir))
         log(
             f"training {config.model} ({model.num_params():,} parameters) on "
             f"{len(train_t):,} images for {config.epochs} epochs, batch {config.batch_size}, "
@@ -317,7 +343,7 @@ def _fit(config, model, optimizer, schedule, loader, val, state, run_dir, stop, 
         epoch_start = time.perf_counter() - state.epoch_seconds
         for x, t in loader.epoch(epoch, start_batch=state.batch):
             loss = _train_step(model, optimizer, x, t, state)
-            problem = _check_step(loss, model)
+            problem = _check_step(loss, model, optimizer)
             if problem:
                 bar.close()
                 raise TrainingDiverged(
@@ -357,14 +383,20 @@ def _train_step(model, optimizer, x: np.ndarray, t: np.ndarray, state: TrainStat
     return loss
 
 
-def _check_step(loss: float, model) -> str | None:
+def _check_step(loss: float, model, optimizer) -> str | None:
     """What went wrong in the step just taken, if anything: a non-finite loss, or (the step's
-    update overflowing) non-finite parameters, which must never reach a checkpoint."""
+    update overflowing) non-finite parameters or optimizer state, which must never reach a
+    checkpoint. (AdaGrad's and RMSprop's sum of squares can overflow while the weights stay
+    finite, their updates divided by infinity: the run has stopped learning all the same.)"""
     if not math.isfinite(loss):
         return f"loss became {loss}"
     for name, p in model.params().items():
         if not np.isfinite(p).all():
             return f"parameter {name} became non-finite"
+    for slot, arrays in optimizer.state.items():
+        for name, arr in arrays.items():
+            if not np.isfinite(arr).all():
+                return f"optimizer state {slot}.{name} became non-finite"
     return None
 
 
@@ -472,7 +504,7 @@ def _check_run_dir(run_dir: Path | None, resume: bool) -> None:
     """Refuse a directory that cannot take this run, before any work is done (``None``: a new
     directory under ``runs/``)."""
     if run_dir is None:
-        _check_creatable(RUNS / "new")
+        _check_creatable(RUNS / "<timestamp>")
         return
     if resume:
         if run_dir.exists() and not run_dir.is_dir():
@@ -525,14 +557,15 @@ def _fresh_run_dir(run_dir: Path | None) -> Iterator[Path]:
         raise
 
 
-def _claim_run_dir(run_dir: Path | None) -> tuple[Path, bool]:
-    """Create the run's directory and its ``plots/``; return it and whether this run created it.
+def _claim_run_dir(run_dir: Path | None) -> tuple[Path, Path | None]:
+    """Create the run's directory and its ``plots/``; return it and the outermost directory this
+    run created (the run's own, or an ancestor made on the way; None if it existed).
 
     Making ``plots/`` (which an empty directory does not hold) is the atomic claim: of two runs
     started on one directory, only one makes it, and the other stops before writing anything.
     Without a directory, the first free name of :func:`new_run_dirs` is claimed."""
     for candidate in [run_dir] if run_dir is not None else new_run_dirs():
-        created = not candidate.exists()
+        created = _outermost_missing(candidate)
         try:
             candidate.mkdir(parents=True, exist_ok=run_dir is not None)
             (candidate / "plots").mkdir()
@@ -550,16 +583,53 @@ def _claim_run_dir(run_dir: Path | None) -> tuple[Path, bool]:
     raise AssertionError("new_run_dirs is endless")
 
 
-def _remove_unstarted(run_dir: Path, created: bool) -> None:
+def _outermost_missing(path: Path) -> Path | None:
+    """The outermost of ``path`` and its ancestors that does not exist yet (None: it exists)."""
+    missing = None
+    while not path.exists() and path != path.parent:
+        missing, path = path, path.parent
+    return missing
+
+
+def _remove_unstarted(run_dir: Path, created: Path | None) -> None:
     """Delete what a fresh run writes before its first checkpoint (the directory was empty or
-    absent, see :func:`_check_run_dir`) and nothing else; the directory itself only if this run
-    created it."""
+    absent, see :func:`_check_run_dir`) and nothing else; the directories themselves only those
+    this run created, up to ``created``, each only while empty."""
     for name in (CONFIG, METRICS, MODEL, "plots/learning_curves.png"):
         (run_dir / name).unlink(missing_ok=True)
+    made = [run_dir / "plots"]
+    if created is not None:
+        made += [run_dir, *itertools.takewhile(lambda d: d != created.parent, run_dir.parents)]
     with suppress(OSError):  # not empty: something else lives there, keep it
-        (run_dir / "plots").rmdir()
-        if created:
-            run_dir.rmdir()
+        for directory in dict.fromkeys(made):
+            directory.rmdir()
+
+
+@contextmanager
+def _hold_run_dir(run_dir: Path) -> Iterator[None]:
+    """Hold ``run_dir`` exclusively (an advisory lock on the directory) while the block runs.
+
+    Two ``--resume`` of one run would otherwise both train it, evaluate the test set twice and
+    overwrite each other's files. The lock dies with its process, so a killed run never blocks
+    its own resume. Where there is no ``flock`` (Windows) runs are not guarded.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    fd = os.open(run_dir, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise DeepConvNetError(
+                f"{run_dir} is being trained by another process; wait for it to finish or stop "
+                "it (Ctrl-C) first"
+            ) from None
+        yield
+    finally:
+        os.close(fd)
 
 
 def _check_streams(run_dir: Path) -> None:

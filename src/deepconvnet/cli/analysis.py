@@ -13,6 +13,7 @@ from deepconvnet.cli.common import (
     add_model_argument,
     add_threads_option,
     check_fits_test_images,
+    load_test_dataset,
     load_trained_model,
     nonempty_path,
     nonnegative_int,
@@ -58,18 +59,18 @@ def _register_misclassified(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help='print [{"index", "label", "predicted", "probability"}, ...] for all mistakes',
     )
-    add_data_options(parser)
+    add_data_options(parser, tests_a_model=True)
     add_threads_option(parser)
     parser.set_defaults(func=run_misclassified)
 
 
 def run_misclassified(args: argparse.Namespace) -> int:
     from deepconvnet.analysis import misclassified
-    from deepconvnet.data import load_dataset, to_float
+    from deepconvnet.data import to_float
     from deepconvnet.plots import misclassified_grid
 
     model_path, model = load_trained_model(args)
-    dataset = load_dataset(args.dataset, args.data_dir)
+    dataset = load_test_dataset(args, model_path)
     images = to_float(dataset.test_images)
     check_fits_test_images(model, model_path, dataset)
     mistakes = misclassified(model.predict_proba(images), dataset.test_labels)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -121,13 +122,22 @@ def add_threads_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_data_options(parser: argparse.ArgumentParser) -> None:
-    """``--dataset`` and ``--data-dir``, the same for every command that reads a dataset."""
+def add_data_options(parser: argparse.ArgumentParser, *, tests_a_model: bool = False) -> None:
+    """``--dataset`` and ``--data-dir``, the same for every command that reads a dataset.
+
+    A command that tests a trained model defaults to the dataset the model was trained on (see
+    :func:`load_test_dataset`): a Fashion-MNIST run evaluated on MNIST digits by default would
+    report a meaningless accuracy and overwrite the run's confusion plot with it.
+    """
+    from deepconvnet.data import DATASETS
+
     parser.add_argument(
         "--dataset",
-        choices=["mnist", "fashion-mnist"],
-        default="mnist",
-        help="dataset (default: mnist)",
+        choices=list(DATASETS),
+        default=None if tests_a_model else "mnist",
+        help="dataset (default: the one the model's run was trained on, else mnist)"
+        if tests_a_model
+        else "dataset (default: mnist)",
     )
     parser.add_argument(
         "--data-dir",
@@ -157,6 +167,25 @@ def load_trained_model(args: argparse.Namespace):
         set_threads(args.threads)
     model_path = resolve_model_path(args.model)
     return model_path, load_model(model_path)
+
+
+def load_test_dataset(args: argparse.Namespace, model_path: Path):
+    """The dataset to test a model on: ``--dataset``, else the one its run was trained on (the
+    run's config.json beside its model.npz), else MNIST."""
+    from deepconvnet.data import load_dataset
+
+    return load_dataset(args.dataset or trained_on(model_path) or "mnist", args.data_dir)
+
+
+def trained_on(model_path: Path) -> str | None:
+    """The dataset named by the config.json of the run holding ``model_path``, if any."""
+    from deepconvnet.data import DATASETS
+
+    try:
+        name = json.loads((model_path.parent / "config.json").read_text())["config"]["dataset"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return name if isinstance(name, str) and name in DATASETS else None
 
 
 def check_fits_test_images(model, model_path: Path, dataset) -> None:

@@ -14,6 +14,7 @@ from deepconvnet.cli.common import (
     add_model_name_option,
     add_threads_option,
     check_fits_test_images,
+    load_test_dataset,
     load_trained_model,
     nonempty_path,
     nonnegative_float,
@@ -44,10 +45,16 @@ def add_train_options(parser: argparse.ArgumentParser) -> None:
     add_model_name_option(parser, d.model)
     add_data_options(parser)
     parser.add_argument(
-        "--epochs", type=positive_int, default=d.epochs, help=f"(default: {d.epochs})"
+        "--epochs",
+        type=positive_int,
+        default=d.epochs,
+        help=f"passes over the training images (default: {d.epochs})",
     )
     parser.add_argument(
-        "--batch-size", type=positive_int, default=d.batch_size, help=f"(default: {d.batch_size})"
+        "--batch-size",
+        type=positive_int,
+        default=d.batch_size,
+        help=f"images per optimizer step (default: {d.batch_size})",
     )
     parser.add_argument(
         "--sampling",
@@ -56,7 +63,9 @@ def add_train_options(parser: argparse.ArgumentParser) -> None:
         help="how an epoch draws its batches: shuffle (each image once, the default) or "
         "replacement (random draws with repeats, as the book's Trainer)",
     )
-    parser.add_argument("--lr", type=positive_float, default=d.lr, help=f"(default: {d.lr})")
+    parser.add_argument(
+        "--lr", type=positive_float, default=d.lr, help=f"learning rate (default: {d.lr})"
+    )
     parser.add_argument(
         "--optimizer",
         default=d.optimizer,
@@ -74,8 +83,8 @@ def add_train_options(parser: argparse.ArgumentParser) -> None:
         "--lr-schedule",
         default=d.lr_schedule,
         metavar="SPEC",
-        help="learning-rate schedule: constant (the default), exp:0.95, step:10:0.5, cosine, "
-        "warmup:2+cosine",
+        help="learning-rate schedule: constant (the default), exp:0.95, step:10:0.5, "
+        "cosine[:FLOOR], warmup:2+cosine",
     )
     parser.add_argument(
         "--augment",
@@ -84,7 +93,12 @@ def add_train_options(parser: argparse.ArgumentParser) -> None:
         help="data augmentation (default: none): a preset (standard, elastic) or keys such as "
         "rotate=15,shift=0.1,scale=0.15",
     )
-    parser.add_argument("--seed", type=nonnegative_int, default=d.seed, help="(default: 0)")
+    parser.add_argument(
+        "--seed",
+        type=nonnegative_int,
+        default=d.seed,
+        help="seed of the initial weights, batch order, dropout and augmentation (default: 0)",
+    )
     parser.add_argument(
         "--train-limit",
         type=positive_int,
@@ -124,7 +138,8 @@ def add_train_options(parser: argparse.ArgumentParser) -> None:
         "--dropout",
         type=float,
         default=None,
-        help="dropout ratio of the model (default: the model's own; 0.5 for deepconvnet)",
+        help="dropout ratio of the model, in [0, 1) (default: the model's own; 0.5 for "
+        "deepconvnet)",
     )
     parser.add_argument(
         "--no-progress", action="store_true", help="no progress bar (epoch lines still print)"
@@ -249,15 +264,7 @@ def run_train(args: argparse.Namespace) -> int:
         config = load_config(run_dir)
         if "data_dir" in given:
             config.data_dir = args.data_dir
-        used = recorded_threads(run_dir)
-        if args.threads is not None and args.threads != used:
-            print(
-                f"note: resuming with --threads {args.threads} (the run used {used}); "
-                "results may differ in the last bits",
-                file=sys.stderr,
-            )
-        if args.threads is not None:
-            config.threads = args.threads
+        config.threads = _resume_threads(args.threads, recorded_threads(run_dir))
     else:
         config = config_from_args(args)
         run_dir = Path(args.out) if args.out is not None else None
@@ -265,6 +272,18 @@ def run_train(args: argparse.Namespace) -> int:
     print(f"test accuracy: {result.test_accuracy:.4f} ({result.correct}/{result.total})")
     print(f"run saved in {result.run_dir}")
     return 0
+
+
+def _resume_threads(asked: int | None, used: int | None) -> int | None:
+    """The thread count a resumed run computes with: the run's own unless --threads says
+    otherwise (a run is bit-identical only at one count; "all cores" differs between machines)."""
+    if asked is not None and asked != used:
+        print(
+            f"note: resuming with --threads {asked} (the run used {used}); "
+            "results may differ in the last bits",
+            file=sys.stderr,
+        )
+    return asked if asked is not None else used
 
 
 def _register_evaluate(sub: argparse._SubParsersAction) -> None:
@@ -277,7 +296,7 @@ def _register_evaluate(sub: argparse._SubParsersAction) -> None:
         ),
     )
     add_model_argument(parser)
-    add_data_options(parser)
+    add_data_options(parser, tests_a_model=True)
     add_threads_option(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.set_defaults(func=run_evaluate)
@@ -285,11 +304,11 @@ def _register_evaluate(sub: argparse._SubParsersAction) -> None:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     from deepconvnet.analysis import evaluate_predictions, format_confusion
-    from deepconvnet.data import load_dataset, to_float
+    from deepconvnet.data import to_float
     from deepconvnet.plots import confusion_heatmap
 
     model_path, model = load_trained_model(args)
-    dataset = load_dataset(args.dataset, args.data_dir)
+    dataset = load_test_dataset(args, model_path)
     images = to_float(dataset.test_images)
     check_fits_test_images(model, model_path, dataset)
     predicted = model.predict(images)
