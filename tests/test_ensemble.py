@@ -138,6 +138,41 @@ def test_bad_data_is_refused_before_the_ensemble_directory_exists(tmp_path, caps
     assert not any((out / "logs").iterdir())
 
 
+@pytest.mark.parametrize(
+    ("edit", "words"),
+    [
+        ({"workers": None}, "no workers"),
+        ({"config": [1]}, "config is [1] (expected an object)"),
+        ({"workers": 0}, "workers is 0 (expected a finite number >= 1)"),
+        ({"members": 0}, "members is 0 (expected a finite number >= 1)"),
+        ({"members": -3}, "members is -3 (expected a finite number >= 1)"),
+        ({"member_threads": "2"}, "member_threads is '2'"),
+        ({"config": {"epochs": "abc"}}, "epochs is 'abc'"),
+    ],
+)
+def test_a_bad_manifest_is_one_line_naming_the_value(tmp_path, capsys, edit, words):
+    """A hand-edited ensemble.json is refused on --resume before anything starts (the data
+    directory does not exist, so the old code, reaching the data check, named that instead)."""
+    out = tmp_path / "ens"
+    config = TrainConfig(data_dir=str(tmp_path / "nonexistent"))
+    new_ensemble(plan_ensemble(config, out, members=2, threads=2))
+    manifest = json.loads((out / MANIFEST).read_text())
+    for key, value in edit.items():
+        if value is None:
+            del manifest[key]
+        elif isinstance(value, dict):
+            manifest[key].update(value)
+        else:
+            manifest[key] = value
+    (out / MANIFEST).write_text(json.dumps(manifest))
+    assert main(["ensemble", "train", "--resume", str(out)]) == 2
+    assert _one_error_line(capsys.readouterr().err) == (
+        f"deepconvnet: error: {out / MANIFEST}: {words}\n"
+    )
+    assert sorted(p.name for p in out.iterdir()) == [MANIFEST, "logs"]
+    assert not any((out / "logs").iterdir())
+
+
 def test_a_split_no_member_could_train_is_refused_up_front(tiny, tmp_path):  # noqa: F811
     def plan(**options):
         config = TrainConfig(dataset="tiny", data_dir=str(tiny.idx_dir), **options)

@@ -35,7 +35,14 @@ import numpy as np
 from deepconvnet.errors import EXIT_INTERRUPTED, DeepConvNetError
 from deepconvnet.fileio import atomic_write_bytes, atomic_write_json, check_fresh_dir
 from deepconvnet.models import INFERENCE_BATCH
-from deepconvnet.train import CHECKPOINT, CONFIG, RESULTS, TrainConfig, stop_signals
+from deepconvnet.train import (
+    CHECKPOINT,
+    CONFIG,
+    RESULTS,
+    TrainConfig,
+    stop_signals,
+    value_problem,
+)
 
 MANIFEST = "ensemble.json"
 LOGS = "logs"
@@ -265,20 +272,40 @@ def load_plan(
     directory: str | Path, workers: int | None = None, threads: int | None = None
 ) -> EnsemblePlan:
     """The plan saved in ``directory``; ``workers`` / ``threads`` may be changed for the rest."""
+    config, counts = read_manifest(directory)
+    if threads is None and workers is None:
+        return EnsemblePlan(Path(directory), config, **counts)
+    return plan_ensemble(config, directory, counts["members"], workers, threads)
+
+
+# The manifest's counts; each is at least 1, as --members, --workers and --threads are.
+MANIFEST_COUNTS = ("members", "workers", "member_threads")
+
+
+def read_manifest(directory: str | Path) -> tuple[TrainConfig, dict[str, int]]:
+    """``ensemble.json``'s shared config and counts, checked here, where every reader gets them:
+    a hand-edited or corrupt value is one line naming the file and the value, never a traceback,
+    a hang or an ensemble of no members."""
     path = Path(directory) / MANIFEST
     try:
         data = json.loads(path.read_text())
-        config = TrainConfig.from_dict(data["config"])
-        members = int(data["members"])
     except FileNotFoundError:
         raise DeepConvNetError(f"{directory}: not an ensemble directory (no {MANIFEST})") from None
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError) as exc:
         raise DeepConvNetError(f"{path}: unreadable ({exc})") from exc
-    if threads is None and workers is None:
-        return EnsemblePlan(
-            Path(directory), config, members, int(data["workers"]), int(data["member_threads"])
-        )
-    return plan_ensemble(config, directory, members, workers, threads)
+    if not isinstance(data, dict):
+        raise DeepConvNetError(f"{path}: not an ensemble manifest (a JSON {type(data).__name__})")
+    missing = [name for name in ("config", *MANIFEST_COUNTS) if name not in data]
+    if missing:
+        raise DeepConvNetError(f"{path}: no {', '.join(missing)}")
+    if not isinstance(data["config"], dict):
+        raise DeepConvNetError(f"{path}: config is {data['config']!r} (expected an object)")
+    config = TrainConfig.from_dict(data["config"])
+    problems = (value_problem(name, data[name], (int,), 1) for name in MANIFEST_COUNTS)
+    problem = next(filter(None, problems), None) or config.problem()
+    if problem:
+        raise DeepConvNetError(f"{path}: {problem}")
+    return config, {name: data[name] for name in MANIFEST_COUNTS}
 
 
 def member_state(run_dir: Path) -> str:

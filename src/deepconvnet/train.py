@@ -104,13 +104,9 @@ class TrainConfig:
         from deepconvnet.data.loader import SAMPLINGS
 
         for name, (kinds, least) in _FIELD_RULES.items():
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, kinds):
-                return f"{name} is {value!r}"
-            if value is None:
-                continue
-            if isinstance(value, (int, float)) and not (least <= value < math.inf):
-                return f"{name} is {value!r} (expected a finite number >= {least})"
+            problem = value_problem(name, getattr(self, name), kinds, least)
+            if problem:
+                return problem
         for name, choices in (("sampling", SAMPLINGS), ("dtype", DTYPES)):
             if getattr(self, name) not in choices:
                 return f"{name} is {getattr(self, name)!r} (expected one of {', '.join(choices)})"
@@ -125,6 +121,16 @@ def _model_options_problem(options: dict[str, Any]) -> str | None:
             return f"model_options has {name!r} (the only model option is dropout_ratio)"
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
             return f"model_options.dropout_ratio is {value!r} (expected a number in [0, 1))"
+    return None
+
+
+def value_problem(name: str, value: Any, kinds: tuple[type, ...], least: float) -> str | None:
+    """What is wrong with one value read from JSON (of ``kinds``; a number, finite and at least
+    ``least``), or None: one rule for every hand-editable file (config.json, ensemble.json)."""
+    if isinstance(value, bool) or not isinstance(value, kinds):
+        return f"{name} is {value!r}"
+    if isinstance(value, (int, float)) and not (least <= value < math.inf):
+        return f"{name} is {value!r} (expected a finite number >= {least})"
     return None
 
 
