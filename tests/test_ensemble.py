@@ -21,6 +21,7 @@ from deepconvnet.ensemble import (
     average_probabilities,
     check_members_can_start,
     majority_vote,
+    member_model_paths,
     member_state,
     new_ensemble,
     plan_ensemble,
@@ -171,6 +172,32 @@ def test_a_bad_manifest_is_one_line_naming_the_value(tmp_path, capsys, edit, wor
     )
     assert sorted(p.name for p in out.iterdir()) == [MANIFEST, "logs"]
     assert not any((out / "logs").iterdir())
+
+
+def _finished_member(run_dir: Path, seed: int) -> Path:
+    """A member as a finished run leaves it: its model and its results."""
+    save_model(run_dir / "model.npz", build_model("deepconvnet", rng=np.random.default_rng(seed)))
+    (run_dir / "results.json").write_text(json.dumps({"test_accuracy": 0.5}))
+    return run_dir / "model.npz"
+
+
+def test_evaluate_refuses_an_ensemble_with_members_missing(tmp_path):
+    """ensemble.json counts the members: two of three on disk are not the ensemble trained."""
+    out = tmp_path / "ens"
+    new_ensemble(plan_ensemble(TrainConfig(), out, members=3, threads=3))
+    models = [_finished_member(out / f"member-{i:02d}", i) for i in range(2)]
+    with pytest.raises(DeepConvNetError) as info:
+        member_model_paths([out])
+    assert str(info.value) == (
+        f"{out}: {MANIFEST} counts 3 members but member-02 is missing; "
+        f"train them with deepconvnet ensemble train --resume {out}"
+    )
+    models.append(_finished_member(out / "member-02", 2))
+    assert member_model_paths([out]) == models
+
+    (out / MANIFEST).unlink()  # members without a manifest: no count to hold them to
+    with pytest.raises(DeepConvNetError, match=f"not an ensemble directory \\(no {MANIFEST}\\)"):
+        member_model_paths([out])
 
 
 def test_a_split_no_member_could_train_is_refused_up_front(tiny, tmp_path):  # noqa: F811

@@ -114,27 +114,43 @@ def member_dir(directory: str | Path, index: int) -> Path:
 def member_model_paths(paths: Sequence[str | Path]) -> list[Path]:
     """The ``model.npz`` of every member named by ``paths``.
 
-    Each path is an ensemble directory (all its ``member-XX``, which must be finished), a run
-    directory, or a model file.
+    Each path is an ensemble directory (every member its ``ensemble.json`` counts, each
+    finished), a run directory, or a model file.
     """
     from deepconvnet.checkpoint import resolve_model_path
 
     models: list[Path] = []
     for path in map(Path, paths):
-        members = sorted(path.glob(f"{MEMBER_PREFIX}[0-9]*")) if path.is_dir() else []
-        if not members:
-            models.append(resolve_model_path(path))
-            continue
-        for run_dir in members:
-            if not (run_dir / RESULTS).is_file():
-                raise DeepConvNetError(
-                    f"{run_dir} is unfinished (no {RESULTS}); finish it with "
-                    f"deepconvnet ensemble train --resume {path}"
-                )
-            models.append(resolve_model_path(run_dir))
+        is_ensemble = path.is_dir() and (
+            (path / MANIFEST).exists() or any(path.glob(f"{MEMBER_PREFIX}[0-9]*"))
+        )
+        models += _ensemble_models(path) if is_ensemble else [resolve_model_path(path)]
     if not models:
         raise DeepConvNetError("no ensemble members given")
     return models
+
+
+def _ensemble_models(directory: Path) -> list[Path]:
+    """Every member's model file, as the manifest counts them: a missing or unfinished member is
+    refused rather than silently leaving a smaller ensemble than the one trained."""
+    from deepconvnet.checkpoint import resolve_model_path
+
+    members = read_manifest(directory)[1]["members"]
+    run_dirs = [member_dir(directory, i) for i in range(members)]
+    missing = [run_dir.name for run_dir in run_dirs if not run_dir.is_dir()]
+    if missing:
+        raise DeepConvNetError(
+            f"{directory}: {MANIFEST} counts {members} members but {', '.join(missing)} "
+            f"{'is' if len(missing) == 1 else 'are'} missing; train them with "
+            f"deepconvnet ensemble train --resume {directory}"
+        )
+    for run_dir in run_dirs:
+        if not (run_dir / RESULTS).is_file():
+            raise DeepConvNetError(
+                f"{run_dir} is unfinished (no {RESULTS}); finish it with "
+                f"deepconvnet ensemble train --resume {directory}"
+            )
+    return [resolve_model_path(run_dir) for run_dir in run_dirs]
 
 
 def member_probabilities(
