@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -148,6 +149,37 @@ def test_malformed_book_files_are_one_line_checkpoint_errors(tmp_path, content, 
     with pytest.raises(CheckpointError) as info:
         read_book_params(path)
     assert words in str(info.value) and "\n" not in str(info.value)
+
+
+class Huge:
+    """Unpickles as a W1 of 10**9 float64 values - 8 GB - from a pickle of under 200 bytes:
+    ``_reconstruct`` and ``ndarray`` allocate whatever shape they are given."""
+
+    def __init__(self, via_reconstruct: bool) -> None:
+        self.via_reconstruct = via_reconstruct
+
+    def __reduce__(self):
+        shape, dtype = (10**9,), np.dtype(np.float64)
+        if self.via_reconstruct:
+            return (np._core.multiarray._reconstruct, (np.ndarray, shape, dtype))
+        return (np.ndarray, (shape, dtype))
+
+
+@pytest.mark.parametrize("via_reconstruct", [True, False])
+def test_a_huge_array_is_refused_by_name_before_it_is_allocated(tmp_path, via_reconstruct):
+    params = {**book_params(np.random.default_rng(0)), "W1": Huge(via_reconstruct)}
+    path = write_pickle(tmp_path / "huge.pkl", params, protocol=2)
+    tracemalloc.start()
+    try:
+        with pytest.raises(CheckpointError) as info:
+            read_book_params(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert str(info.value) == (
+        f"{path}: W1 has shape (1000000000,), architecture 'deepconvnet' expects (16, 1, 3, 3)"
+    )
+    assert peak < 50 * 2**20  # the real parameters and a model: a few MB, not gigabytes
 
 
 def test_shapes_must_match_the_architecture(tmp_path):

@@ -16,6 +16,7 @@ moves logits by up to 4.2e-6 - only a factor of ten, so float64 is the choice th
 from __future__ import annotations
 
 import io
+import math
 import os
 import pickle
 from pathlib import Path
@@ -39,49 +40,88 @@ def _latin1_bytes(text: str, encoding: str = "latin1") -> bytes:
 # (module, name) -> the object find_class returns. numpy 1.x pickles name numpy.core, numpy 2 names
 # numpy._core; both resolve to the same functions (without importing the deprecated alias).
 # Protocol 2 stores array bytes through _codecs.encode; protocol 5 rebuilds arrays with _frombuffer.
+_RECONSTRUCT = np._core.multiarray._reconstruct
 _ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
     ("numpy", "ndarray"): np.ndarray,
     ("numpy", "dtype"): np.dtype,
     ("_codecs", "encode"): _latin1_bytes,
 }
 for _core in ("numpy.core", "numpy._core"):
-    _ALLOWED_GLOBALS[(f"{_core}.multiarray", "_reconstruct")] = np._core.multiarray._reconstruct
+    _ALLOWED_GLOBALS[(f"{_core}.multiarray", "_reconstruct")] = _RECONSTRUCT
     _ALLOWED_GLOBALS[(f"{_core}.multiarray", "scalar")] = np._core.multiarray.scalar
     _ALLOWED_GLOBALS[(f"{_core}.numeric", "_frombuffer")] = np._core.numeric._frombuffer
 
+# Bytes per value allowed for when sizing arrays: the widest float (longdouble), so that a float
+# array of an expected shape is always built, whatever its precision.
+_WIDEST_FLOAT = 16
+
+
+class OversizedArray:
+    """An array a pickle asked for that is larger than any expected: its shape and dtype, with no
+    memory behind them, so that validation refuses it by name like any other mis-shaped array
+    (``_reconstruct`` and ``ndarray`` allocate the whole shape before any data arrives)."""
+
+    def __init__(self, shape: tuple[int, ...], dtype: np.dtype) -> None:
+        self.shape, self.dtype = shape, dtype
+
+    def __setstate__(self, state: Any) -> None:
+        """The array's data, which there is nowhere to put: ignored."""
+
 
 class BookUnpickler(pickle.Unpickler):
-    """An unpickler that builds only NumPy arrays, dtypes, scalars and plain containers."""
+    """An unpickler that builds only NumPy arrays, dtypes, scalars and plain containers, and no
+    array of more than ``max_bytes`` (an :class:`OversizedArray` stands in for it)."""
 
-    def __init__(self, file: Any, *, source: str = "pickle") -> None:
+    def __init__(self, file: Any, *, source: str = "pickle", max_bytes: int | None = None) -> None:
         super().__init__(file)
         self.source = source
+        self.max_bytes = max_bytes
+        self._allocators = {np.ndarray: self._ndarray, _RECONSTRUCT: self._reconstruct}
 
     def find_class(self, module: str, name: str) -> Any:
         try:
-            return _ALLOWED_GLOBALS[(module, name)]
+            found = _ALLOWED_GLOBALS[(module, name)]
         except KeyError:
             raise CheckpointError(
                 f"{self.source}: refusing to unpickle {module}.{name}: only NumPy arrays, dtypes "
                 "and plain containers are allowed"
             ) from None
+        return self._allocators.get(found, found)
 
     def persistent_load(self, pid: Any) -> Any:
         raise CheckpointError(f"{self.source}: refusing a pickle with persistent references")
 
+    def _ndarray(self, shape: Any, dtype: Any = float, *args: Any) -> Any:
+        """``numpy.ndarray(shape, dtype, ...)``, sized before it allocates."""
+        return self._oversized(shape, dtype) or np.ndarray(shape, dtype, *args)
 
-def restricted_loads(data: bytes, *, source: str = "pickle") -> Any:
+    def _reconstruct(self, subtype: Any, shape: Any, dtype: Any) -> Any:
+        """NumPy's ``_reconstruct`` (how a pickled array starts), sized before it allocates."""
+        if subtype is not self._allocators[np.ndarray]:
+            raise CheckpointError(f"{self.source}: refusing to reconstruct {subtype!r}")
+        return self._oversized(shape, dtype) or _RECONSTRUCT(np.ndarray, shape, dtype)
+
+    def _oversized(self, shape: Any, dtype: Any) -> OversizedArray | None:
+        dims = tuple(int(d) for d in (shape if isinstance(shape, (tuple, list)) else (shape,)))
+        dtype = np.dtype(dtype)
+        if self.max_bytes is None or math.prod(dims) * dtype.itemsize <= self.max_bytes:
+            return None
+        return OversizedArray(dims, dtype)
+
+
+def restricted_loads(data: bytes, *, source: str = "pickle", max_bytes: int | None = None) -> Any:
     """Unpickle ``data`` with :class:`BookUnpickler`; any failure is a one-line CheckpointError."""
     try:
-        return BookUnpickler(io.BytesIO(data), source=source).load()
+        return BookUnpickler(io.BytesIO(data), source=source, max_bytes=max_bytes).load()
     except CheckpointError:
         raise
     except Exception as exc:  # truncated or malformed pickles raise all sorts
         raise CheckpointError(f"{source}: not a readable pickle ({one_line(exc)})") from exc
 
 
-def read_book_params(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Read the book's parameter pickle: exactly ``W1``..``W8`` and ``b1``..``b8``, float arrays."""
+def read_book_params(path: str | os.PathLike, arch: str = "deepconvnet") -> dict[str, np.ndarray]:
+    """Read the book's parameter pickle: exactly ``W1``..``W8`` and ``b1``..``b8``, float arrays
+    of the shapes architecture ``arch`` needs (no array larger than those is even allocated)."""
     path = Path(path)
     try:
         data = path.read_bytes()
@@ -89,11 +129,16 @@ def read_book_params(path: str | os.PathLike) -> dict[str, np.ndarray]:
         raise CheckpointError(f"{path}: no such file") from None
     except OSError as exc:
         raise CheckpointError(f"{path}: cannot read ({exc.strerror or exc})") from exc
-    params = restricted_loads(data, source=str(path))
-    return _validated(params, path)
+    shapes = book_shapes(arch)
+    largest = max(math.prod(shape) for shape in shapes.values())
+    params = restricted_loads(data, source=str(path), max_bytes=largest * _WIDEST_FLOAT)
+    return _validated(params, path, shapes, arch)
 
 
-def _validated(params: Any, path: Path) -> dict[str, np.ndarray]:
+def _validated(
+    params: Any, path: Path, shapes: dict[str, tuple[int, ...]], arch: str
+) -> dict[str, np.ndarray]:
+    """The book's arrays, each checked in type, dtype and shape before any value is read."""
     if not isinstance(params, dict):
         raise CheckpointError(f"{path}: expected a dict of arrays, got {type(params).__name__}")
     keys = set(params)
@@ -106,12 +151,53 @@ def _validated(params: Any, path: Path) -> dict[str, np.ndarray]:
         )
     for key in BOOK_KEYS:
         value = params[key]
-        if not isinstance(value, np.ndarray) or value.dtype.kind != "f":
-            kind = value.dtype if isinstance(value, np.ndarray) else type(value).__name__
+        if not isinstance(value, (np.ndarray, OversizedArray)) or value.dtype.kind != "f":
+            kind = value.dtype if hasattr(value, "dtype") else type(value).__name__
             raise CheckpointError(f"{path}: {key} must be a float array, got {kind}")
-        if not np.isfinite(value).all():
+    _check_shapes(params, shapes, arch, str(path))
+    for key in BOOK_KEYS:
+        if not np.isfinite(params[key]).all():
             raise CheckpointError(f"{path}: {key} holds NaN or infinite values")
     return {key: params[key] for key in BOOK_KEYS}
+
+
+def _check_shapes(
+    params: dict[str, Any], shapes: dict[str, tuple[int, ...]], arch: str, source: str
+) -> None:
+    for key in BOOK_KEYS:
+        if params[key].shape != shapes[key]:
+            raise CheckpointError(
+                f"{source}: {key} has shape {params[key].shape}, architecture {arch!r} "
+                f"expects {shapes[key]}"
+            )
+
+
+def book_shapes(arch: str = "deepconvnet") -> dict[str, tuple[int, ...]]:
+    """The shape of each of ``W1``..``b8`` that architecture ``arch`` holds."""
+    model = _empty_model(arch, np.float64)
+    return {key: model.array(name).shape for key, name in _book_slots(model, arch, arch).items()}
+
+
+def _empty_model(arch: str, dtype: np.dtype | type) -> Any:
+    from deepconvnet.models import build_model
+
+    return build_model(arch, rng=np.random.default_rng(0), dtype=dtype, dropout_mode="book")
+
+
+def _book_slots(model: Any, arch: str, source: str) -> dict[str, str]:
+    """Book key -> the model's parameter: ``W1``, ``b1``, ``W2``, ... fill the weighted layers in
+    order."""
+    weighted = [i for i, layer in enumerate(model.layers) if "W" in layer.params]
+    if len(weighted) != len(BOOK_KEYS) // 2:
+        raise CheckpointError(
+            f"{source}: architecture {arch!r} has {len(weighted)} weighted layers, the book's has "
+            f"{len(BOOK_KEYS) // 2}"
+        )
+    return {
+        f"{name}{number}": f"{index}.{name}"
+        for number, index in enumerate(weighted, start=1)
+        for name in ("W", "b")
+    }
 
 
 def book_model(
@@ -125,24 +211,13 @@ def book_model(
 
     The weighted layers take ``W1``, ``b1``, ``W2``, ... in order; every shape must match.
     """
-    from deepconvnet.models import build_model
-
-    model = build_model(arch, rng=np.random.default_rng(0), dtype=dtype, dropout_mode="book")
-    weighted = [i for i, layer in enumerate(model.layers) if "W" in layer.params]
-    if len(weighted) != len(BOOK_KEYS) // 2:
-        raise CheckpointError(
-            f"{source}: architecture {arch!r} has {len(weighted)} weighted layers, the book's has "
-            f"{len(BOOK_KEYS) // 2}"
-        )
-    for number, index in enumerate(weighted, start=1):
-        for name in ("W", "b"):
-            value, live = params[f"{name}{number}"], model.array(f"{index}.{name}")
-            if live.shape != value.shape:
-                raise CheckpointError(
-                    f"{source}: {name}{number} has shape {value.shape}, architecture {arch!r} "
-                    f"expects {live.shape}"
-                )
-            live[...] = value
+    model = _empty_model(arch, dtype)
+    slots = _book_slots(model, arch, source)
+    _check_shapes(
+        params, {key: model.array(name).shape for key, name in slots.items()}, arch, source
+    )
+    for key, name in slots.items():
+        model.array(name)[...] = params[key]
     return model
 
 
@@ -166,7 +241,7 @@ def import_book(
     path = out if out.suffix.lower() == ".npz" else out / "model.npz"
     if path.exists() and not overwrite:
         raise DeepConvNetError(f"{path} already exists (--force replaces it)")
-    params = read_book_params(pkl)
+    params = read_book_params(pkl, arch)
     model = book_model(params, arch=arch, dtype=dtype, source=str(pkl))
     metadata = {"source": "book", "imported_from": Path(pkl).name, "dtype": np.dtype(dtype).name}
     save_model(path, model, metadata=metadata)
