@@ -161,6 +161,15 @@ def test_unwritable_output_directory(tmp_path, model_file, capsys):
     assert leftovers(tmp_path) == []
 
 
+@pytest.mark.mnist
+def test_visualize_writes_neither_figure_when_one_cannot_be_written(tmp_path, model_file, capsys):
+    out = tmp_path / "vis"
+    (out / "feature_maps.png").mkdir(parents=True)  # the second figure's place is taken
+    code, err = run_cli(["visualize", model_file, "--out", out], capsys)
+    assert_one_line_error(code, err, f"cannot write {out / 'feature_maps.png'}: Is a directory")
+    assert sorted(p.name for p in out.rglob("*")) == ["feature_maps.png"]  # no filters.png, no .tmp
+
+
 def test_full_disk_during_a_save_leaves_the_old_file_and_no_partial_one(
     tmp_path, model_file, monkeypatch, capsys
 ):

@@ -341,6 +341,16 @@ def test_predict_top_k_and_saved_inputs(model_path, classifier, images, tmp_path
     np.testing.assert_array_equal(seen, np.rint(load_digit(images[0]) * 255).astype(np.uint8))
 
 
+def test_predict_saves_no_input_when_one_cannot_be_saved(model_path, images, tmp_path, capsys):
+    saved = tmp_path / "seen"
+    (saved / "001-b.png").mkdir(parents=True)  # the second input's place is taken
+    argv = ["predict", str(model_path), *map(str, images), "--save-preprocessed", str(saved)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err == f"deepconvnet: error: cannot write {saved / '001-b.png'}: Is a directory\n"
+    assert sorted(p.name for p in saved.rglob("*")) == ["001-b.png"]  # no 000-a.png, no .tmp
+
+
 @pytest.mark.parametrize(
     ("target", "words"),
     [("missing-model", "no such checkpoint"), ("non-image", "not an image")],

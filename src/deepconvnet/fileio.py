@@ -2,16 +2,21 @@
 
 Every file deepconvnet writes goes through :func:`atomic_write`: the bytes land in a temporary file
 in the same directory, are flushed and fsynced, and only then renamed over the target. A crash (even
-SIGKILL) leaves either the old file or the new one, never a half-written one.
+SIGKILL) leaves either the old file or the new one, never a half-written one. Files that are one
+result (visualize's figures, predict's saved inputs) are written inside :func:`all_or_nothing`,
+so that a failure leaves none of them.
 """
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import IO, Any
 
@@ -32,8 +37,20 @@ _UMASK = _current_umask()
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> Path:
-    """Write a file through ``write(fileobj)`` so that it appears complete or not at all."""
+    """Write a file through ``write(fileobj)`` so that it appears complete or not at all
+    (inside :func:`all_or_nothing`, only when every file of the block can)."""
     path = Path(path)
+    tmp = _stage(path, write)
+    staged = _STAGED.get()
+    if staged is None:
+        _commit(tmp, path)
+    else:
+        staged.append((tmp, path))
+    return path
+
+
+def _stage(path: Path, write: Callable[[IO[bytes]], None]) -> Path:
+    """A temporary file beside ``path``, written through ``write``, flushed and fsynced."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -47,14 +64,47 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
     except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
         if isinstance(exc, OSError):
             raise DeepConvNetError(f"cannot write {path}: {exc.strerror or exc}") from exc
         raise
+    return Path(tmp)
+
+
+def _commit(tmp: Path, path: Path) -> None:
+    """Rename a staged file over its target, durably."""
+    try:
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise DeepConvNetError(f"cannot write {path}: {exc.strerror or exc}") from exc
     _fsync_dir(path.parent)
-    return path
+
+
+# The files staged by the innermost all_or_nothing block, as (temporary, target); None outside.
+_STAGED: ContextVar[list[tuple[Path, Path]] | None] = ContextVar("_STAGED", default=None)
+
+
+@contextmanager
+def all_or_nothing() -> Iterator[None]:
+    """Make the atomic writes of a block one outcome: a command that writes several files leaves
+    all of them or none. Each is staged beside its target; once the block has finished, every
+    target is checked (a directory cannot be replaced by a file) before any is replaced, and on
+    any failure the staged files are removed and no target is touched."""
+    staged: list[tuple[Path, Path]] = []
+    token = _STAGED.set(staged)
+    try:
+        yield
+        for _, path in staged:
+            if path.is_dir():
+                raise DeepConvNetError(f"cannot write {path}: {os.strerror(errno.EISDIR)}")
+        for tmp, path in staged:
+            _commit(tmp, path)
+    finally:
+        _STAGED.reset(token)
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)  # each one committed is gone already
 
 
 def _file_in_the_way(path: Path) -> str | None:

@@ -136,6 +136,7 @@ def run_visualize(args: argparse.Namespace) -> int:
     from deepconvnet.analysis import feature_maps, first_conv_weights
     from deepconvnet.data import load_dataset, to_float
     from deepconvnet.errors import DeepConvNetError
+    from deepconvnet.fileio import all_or_nothing
     from deepconvnet.plots import feature_maps_grid, filters_grid
 
     model_path, model = load_trained_model(args)
@@ -152,20 +153,21 @@ def run_visualize(args: argparse.Namespace) -> int:
     label = int(dataset.test_labels[args.index])
     names = dataset.class_names
     out = Path(args.out)
-    filters = filters_grid(
-        weights,
-        out / "filters.png",
-        title=f"First convolution: {len(weights)} learned {weights.shape[2]}x{weights.shape[3]} "
-        f"filters ({model.name})",
-    )
-    maps = feature_maps_grid(
-        image[0],
-        feature_maps(model, image),
-        out / "feature_maps.png",
-        channels=args.channels,
-        title=f"Test image #{args.index} (label {names[label]}, predicted {names[predicted]}, "
-        f"p={proba[predicted]:.2f}) through {model.name}",
-    )
+    with all_or_nothing():  # both figures, or neither
+        filters = filters_grid(
+            weights,
+            out / "filters.png",
+            title=f"First convolution: {len(weights)} learned "
+            f"{weights.shape[2]}x{weights.shape[3]} filters ({model.name})",
+        )
+        maps = feature_maps_grid(
+            image[0],
+            feature_maps(model, image),
+            out / "feature_maps.png",
+            channels=args.channels,
+            title=f"Test image #{args.index} (label {names[label]}, predicted {names[predicted]}, "
+            f"p={proba[predicted]:.2f}) through {model.name}",
+        )
     print(f"filters:      {filters}")
     print(f"feature maps: {maps}")
     return 0

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from deepconvnet.checkpoint import check_model_fits, load_model, resolve_model_path
+from deepconvnet.fileio import all_or_nothing
 from deepconvnet.images import MAX_PIXELS, SIZE, load_digit, save_digit_png
 
 
@@ -108,9 +109,10 @@ def predict_files(
         for path, p, digit in zip(paths, proba, digits, strict=True)
     ]
     if save_dir is not None:
-        for index, prediction in enumerate(predictions):
-            path = Path(save_dir) / _preprocessed_name(index, prediction.file)
-            save_digit_png(path, prediction.input)
+        with all_or_nothing():  # every prepared input saved, or none
+            for index, prediction in enumerate(predictions):
+                path = Path(save_dir) / _preprocessed_name(index, prediction.file)
+                save_digit_png(path, prediction.input)
     return predictions
 
 
