@@ -29,6 +29,15 @@ def test_gradcheck_json(capsys):
     assert len(out["per_parameter"]) == 16
 
 
+def test_gradcheck_passes_the_batchnorm_model(capsys):
+    # Its conv biases feed BatchNorm (true gradient 0): round-off must not fail them.
+    argv = ["gradcheck", "--model", "deepconvnet-bn", "--json", "--seed", "1", "--samples", "1"]
+    assert main(argv) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["max_relative_error"] <= 1e-6
+    assert len(out["per_parameter"]) == 30
+
+
 @pytest.mark.parametrize("command", ["summary", "gradcheck"])
 def test_unknown_model_exit_2(command, capsys):
     with pytest.raises(SystemExit) as exit_info:  # argparse refuses it: one line, exit 2
