@@ -1,6 +1,6 @@
 """The depth experiment: stacked 3x3 convolutions against single large filters of equal reach.
 
-Section 8.2.1 of the book argues for depth with arithmetic: two stacked 3x3 convolutions see a 5x5
+Section 8.1.3 of the book argues for depth with arithmetic: two stacked 3x3 convolutions see a 5x5
 patch with 18 weights per channel pair instead of 25, three see 7x7 with 27 instead of 49, and
 every extra layer adds a ReLU. This module puts the argument to a test on MNIST.
 
