@@ -598,14 +598,17 @@ def test_evaluate_tests_a_model_on_the_dataset_its_run_was_trained_on(
         return load_dataset("mnist")  # the test needs no Fashion-MNIST files, only the name
 
     monkeypatch.setattr(deepconvnet.data, "load_dataset", load_dataset_spy)
-    for argv in (
-        ["evaluate", str(run_dir)],
-        ["misclassified", str(run_dir), "--json"],
-        ["evaluate", str(run_dir), "--dataset", "mnist"],
-        ["evaluate", str(run_dir / "model.npz")],
-    ):
-        assert main(argv) == 0
     bare = tmp_path / "bare.npz"
     shutil.copy(quick_run / "model.npz", bare)
-    assert main(["evaluate", str(bare)]) == 0
-    assert asked == ["fashion-mnist", "fashion-mnist", "mnist", "fashion-mnist", "mnist"]
+    for argv, dataset in (
+        (["evaluate", str(run_dir)], "fashion-mnist"),
+        (["misclassified", str(run_dir), "--json"], "fashion-mnist"),
+        (["visualize", str(run_dir), "--out", str(tmp_path / "vis")], "fashion-mnist"),
+        (["ensemble", "evaluate", str(run_dir), str(quick_run), "--json"], "fashion-mnist"),
+        (["evaluate", str(run_dir), "--dataset", "mnist"], "mnist"),
+        (["evaluate", str(run_dir / "model.npz")], "fashion-mnist"),
+        (["evaluate", str(bare)], "mnist"),  # a model file outside a run: MNIST
+    ):
+        asked.clear()
+        assert main(argv) == 0
+        assert asked == [dataset], argv

@@ -127,21 +127,21 @@ def _register_visualize(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--channels", type=positive_int, default=8, metavar="N", help="channels per stage (8)"
     )
-    add_data_options(parser)
+    add_data_options(parser, tests_a_model=True)
     add_threads_option(parser)
     parser.set_defaults(func=run_visualize)
 
 
 def run_visualize(args: argparse.Namespace) -> int:
     from deepconvnet.analysis import feature_maps, first_conv_weights
-    from deepconvnet.data import load_dataset, to_float
+    from deepconvnet.data import to_float
     from deepconvnet.errors import DeepConvNetError
     from deepconvnet.fileio import all_or_nothing
     from deepconvnet.plots import feature_maps_grid, filters_grid
 
     model_path, model = load_trained_model(args)
     weights = first_conv_weights(model)
-    dataset = load_dataset(args.dataset, args.data_dir)
+    dataset = load_test_dataset(args, model_path)
     if args.index >= len(dataset.test_labels):
         raise DeepConvNetError(
             f"--index {args.index} is out of range (the test set has {len(dataset.test_labels)})"

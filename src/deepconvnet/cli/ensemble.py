@@ -6,7 +6,13 @@ import argparse
 import json
 import sys
 
-from deepconvnet.cli.common import add_data_options, add_threads_option, nonempty_path, positive_int
+from deepconvnet.cli.common import (
+    add_data_options,
+    add_threads_option,
+    load_test_dataset,
+    nonempty_path,
+    positive_int,
+)
 from deepconvnet.cli.train import add_train_options, config_from_args
 from deepconvnet.errors import EXIT_INTERRUPTED
 
@@ -132,7 +138,7 @@ def _register_evaluate(sub: argparse._SubParsersAction) -> None:
         metavar="DIR|RUN",
         help="an ensemble directory (all its members), run directories or model files",
     )
-    add_data_options(parser)
+    add_data_options(parser, tests_a_model=True)
     add_threads_option(parser)
     parser.add_argument(
         "--limit",
@@ -150,16 +156,17 @@ def _register_evaluate(sub: argparse._SubParsersAction) -> None:
 
 
 def run_ensemble_evaluate(args: argparse.Namespace) -> int:
-    from deepconvnet.data import load_dataset, to_float
-    from deepconvnet.ensemble import evaluate_ensemble
+    from deepconvnet.data import to_float
+    from deepconvnet.ensemble import evaluate_ensemble, member_model_paths
     from deepconvnet.threads import set_threads
 
     set_threads(args.threads)
-    dataset = load_dataset(args.dataset, args.data_dir)
+    models = member_model_paths(args.paths)
+    dataset = load_test_dataset(args, models[0])  # the first member's dataset unless --dataset
     images, labels = dataset.test_images[: args.limit], dataset.test_labels[: args.limit]
     source = f"the {dataset.name} test images"
     classes = len(dataset.class_names)
-    report = evaluate_ensemble(args.paths, to_float(images), labels, source=source, classes=classes)
+    report = evaluate_ensemble(models, to_float(images), labels, source=source, classes=classes)
     if args.json:
         print(json.dumps(report))
         return 0
