@@ -351,3 +351,15 @@ def test_large_high_depth_images_are_reduced_before_any_float_copy(kind):
         tracemalloc.stop()
     assert peak < 24 * 2**20  # NumPy's allocations; the reduced image is 1000x667
     assert np.abs(digit - eight_bit).mean() < 0.005
+
+
+def test_a_thin_stroke_peaks_at_full_white_as_every_mnist_digit_does():
+    """A 7 drawn with a stroke 1% of its height is greyed by the fit into 20x20 (its peak was
+    about 0.3); MNIST's digits all peak at 254-255, so the fitted digit is brought up to 1."""
+    img = Image.new("L", (1000, 1000), 255)
+    points = [(300, 200), (700, 200), (420, 800)]
+    ImageDraw.Draw(img).line(points, fill=0, width=10)
+    digit = load_digit(encode(img, "PNG"))
+    assert digit.max() >= 0.99
+    rows = np.flatnonzero((digit > 0.2).any(axis=1))
+    assert 19 <= rows[-1] - rows[0] + 1 <= 21
