@@ -182,6 +182,23 @@ def test_a_huge_array_is_refused_by_name_before_it_is_allocated(tmp_path, via_re
     assert peak < 50 * 2**20  # the real parameters and a model: a few MB, not gigabytes
 
 
+def test_a_file_larger_than_the_parameters_can_be_is_refused_unread(tmp_path):
+    """Every array at float128 plus 1 MB of pickle: beyond that nothing is read (/dev/zero,
+    a mistyped path to a dataset), and a float64 file of the real shapes fits."""
+    limit = sum(np.prod(v.shape) for v in book_params(np.random.default_rng(0)).values()) * 16
+    limit += 2**20
+    big = tmp_path / "big.pkl"
+    big.write_bytes(b"\0" * (limit + 1))
+    with pytest.raises(CheckpointError) as info:
+        read_book_params(big)
+    assert str(info.value) == (
+        f"{big}: larger than the book's parameters can be ({limit:,} bytes at most)"
+    )
+    if Path("/dev/zero").exists():
+        with pytest.raises(CheckpointError, match="larger than the book's parameters can be"):
+            read_book_params("/dev/zero")
+
+
 def test_shapes_must_match_the_architecture(tmp_path):
     params = book_params(np.random.default_rng(0))
     params["W7"] = np.zeros((1000, 50))

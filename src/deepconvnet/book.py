@@ -123,16 +123,31 @@ def read_book_params(path: str | os.PathLike, arch: str = "deepconvnet") -> dict
     """Read the book's parameter pickle: exactly ``W1``..``W8`` and ``b1``..``b8``, float arrays
     of the shapes architecture ``arch`` needs (no array larger than those is even allocated)."""
     path = Path(path)
+    shapes = book_shapes(arch)
+    largest = max(math.prod(shape) for shape in shapes.values())
+    data = _read_at_most(path, sum(map(math.prod, shapes.values())) * _WIDEST_FLOAT + _SLACK)
+    params = restricted_loads(data, source=str(path), max_bytes=largest * _WIDEST_FLOAT)
+    return _validated(params, path, shapes, arch)
+
+
+_SLACK = 1 << 20  # bytes a pickle may hold beyond its arrays' values (opcodes, names, shapes)
+
+
+def _read_at_most(path: Path, limit: int) -> bytes:
+    """The file's bytes, refused unread beyond ``limit``: the parameters of the architecture at
+    their widest float plus :data:`_SLACK`. (Without a limit ``/dev/zero`` never finished.)"""
     try:
-        data = path.read_bytes()
+        with path.open("rb") as f:
+            data = f.read(limit + 1)
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no such file") from None
     except OSError as exc:
         raise CheckpointError(f"{path}: cannot read ({exc.strerror or exc})") from exc
-    shapes = book_shapes(arch)
-    largest = max(math.prod(shape) for shape in shapes.values())
-    params = restricted_loads(data, source=str(path), max_bytes=largest * _WIDEST_FLOAT)
-    return _validated(params, path, shapes, arch)
+    if len(data) > limit:
+        raise CheckpointError(
+            f"{path}: larger than the book's parameters can be ({limit:,} bytes at most)"
+        )
+    return data
 
 
 def _validated(
