@@ -363,3 +363,15 @@ def test_a_thin_stroke_peaks_at_full_white_as_every_mnist_digit_does():
     assert digit.max() >= 0.99
     rows = np.flatnonzero((digit > 0.2).any(axis=1))
     assert 19 <= rows[-1] - rows[0] + 1 <= 21
+
+
+def test_a_glint_of_glare_does_not_outvote_a_faint_pencil_stroke():
+    """Grey paper (0.7), a faint 7 (0.45) and a spot of glare at full white: the ink is the side
+    of the paper with more contrast in all, not the single most extreme pixel."""
+    grey = np.asarray(draw_seven((300, 200), dark_on_light=True), dtype=np.float64) / 255
+    photo = 0.45 + (0.7 - 0.45) * grey
+    clean = prepare_digit(photo)
+    for spot in (1, 5):
+        glared = photo.copy()
+        glared[20 : 20 + spot, 30 : 30 + spot] = 1.0
+        np.testing.assert_allclose(prepare_digit(glared), clean, atol=1e-6)

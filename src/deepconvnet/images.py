@@ -309,14 +309,17 @@ def _unit_range(arr: np.ndarray, name: str) -> np.ndarray:
 def _ink(grey: np.ndarray, name: str) -> np.ndarray:
     """Bright ink on a zero background, stretched so that the brightest ink is 1.
 
-    The paper's level is the border's median; the ink is whichever extreme lies farther from it.
-    (Deciding from the paper alone, light above 0.5, read dark ink on dim paper, an
-    underexposed photo, as a blank page.)
+    The paper's level is the border's median; the ink is on the side of it holding more
+    contrast, summed over the pixels that stand out from the paper's texture. (Deciding from
+    the paper alone, light above 0.5, read dark ink on dim paper, an underexposed photo, as a
+    blank page; deciding from the extreme pixels let one glint of glare outvote a pencil stroke.)
     """
     border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
     paper = float(np.median(border))
-    ink_is_dark = paper - float(grey.min()) > float(grey.max()) - paper
-    ink, background = (1.0 - grey, 1.0 - paper) if ink_is_dark else (grey, paper)
+    texture = MIN_CONTRAST / 2
+    darker = np.clip(paper - texture - grey, 0.0, None).sum()
+    lighter = np.clip(grey - paper - texture, 0.0, None).sum()
+    ink, background = (1.0 - grey, 1.0 - paper) if darker > lighter else (grey, paper)
     peak = float(ink.max())
     if peak - background < MIN_CONTRAST:
         raise ImageError(f"{name}: no digit found (the image is blank or uniform)")
