@@ -272,14 +272,16 @@ def test_uploads_are_decoded_at_most_decode_slots_at_a_time(classifier, monkeypa
 
     monkeypatch.setattr(app_module, "load_digit", slow_load_digit)
     app = create_app(classifier, max_body_bytes=BODY_LIMIT, decode_slots=2)
-    with running_server(app) as url, httpx.Client(base_url=url, timeout=30) as http:
+    for _ in range(2):  # served twice: the limit is bound to no one event loop
+        with running_server(app) as url, httpx.Client(base_url=url, timeout=30) as http:
 
-        def upload(_):
-            return http.post("/api/predict", files={"file": ("7.png", seven_png())}).status_code
+            def upload(_):
+                files = {"file": ("7.png", seven_png())}
+                return http.post("/api/predict", files=files).status_code
 
-        with ThreadPoolExecutor(6) as pool:
-            statuses = list(pool.map(upload, range(6)))
-    assert statuses == [200] * 6
+            with ThreadPoolExecutor(6) as pool:
+                statuses = list(pool.map(upload, range(6)))
+        assert statuses == [200] * 6
     assert most[0] == 2
 
 

@@ -23,13 +23,12 @@ memory (up to 160 MB for a 40 MP float TIFF of a few hundred KB).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib import resources
 from typing import Any
@@ -82,7 +81,7 @@ def create_app(
     _add_error_handlers(app)
     static = resources.files("deepconvnet.serve") / "static"
     app.mount("/static", WholeStaticFiles(directory=str(static)), name="static")
-    decoding = asyncio.Semaphore(decode_slots)
+    decode = _limited(load_digit, decode_slots)
 
     @app.get("/", response_class=HTMLResponse)
     def index() -> HTMLResponse:
@@ -94,7 +93,7 @@ def create_app(
 
     @app.post("/api/predict")
     async def api_predict(request: Request) -> dict[str, Any]:
-        digit = await _digit_from_request(request, max_pixels, decoding)
+        digit = await _digit_from_request(request, max_pixels, decode)
         prediction = await run_in_threadpool(predict_digit, classifier, digit)
         return {
             "label": prediction.label,
@@ -106,7 +105,7 @@ def create_app(
 
 
 async def _digit_from_request(
-    request: Request, max_pixels: int, decoding: asyncio.Semaphore
+    request: Request, max_pixels: int, decode: Callable[..., np.ndarray]
 ) -> np.ndarray:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type == "application/json":
@@ -121,8 +120,20 @@ async def _digit_from_request(
             f"unsupported content type {content_type or '(none)'!r}: send an image as "
             'multipart/form-data or JSON {"pixels": 28x28 numbers in [0, 1]}',
         )
-    async with decoding:
-        return await run_in_threadpool(load_digit, data, name=name, max_pixels=max_pixels)
+    return await run_in_threadpool(decode, data, name=name, max_pixels=max_pixels)
+
+
+def _limited(function: Callable[..., Any], slots: int) -> Callable[..., Any]:
+    """``function``, run by at most ``slots`` threads at once (the others wait in their worker
+    thread; a thread semaphore, unlike an asyncio one, is bound to no event loop, so an app
+    may be served more than once)."""
+    semaphore = threading.BoundedSemaphore(slots)
+
+    def limited(*args: Any, **kwargs: Any) -> Any:
+        with semaphore:
+            return function(*args, **kwargs)
+
+    return limited
 
 
 async def _uploaded_file(request: Request) -> tuple[bytes, str]:
