@@ -149,6 +149,7 @@ def test_bad_data_is_refused_before_the_ensemble_directory_exists(tmp_path, caps
         ({"members": -3}, "members is -3 (expected a finite number >= 1)"),
         ({"member_threads": "2"}, "member_threads is '2'"),
         ({"config": {"epochs": "abc"}}, "epochs is 'abc'"),
+        ({"members": 10**12}, "members is 1000000000000 (expected at most 1000)"),
     ],
 )
 def test_a_bad_manifest_is_one_line_naming_the_value(tmp_path, capsys, edit, words):
@@ -195,9 +196,27 @@ def test_evaluate_refuses_an_ensemble_with_members_missing(tmp_path):
     models.append(_finished_member(out / "member-02", 2))
     assert member_model_paths([out]) == models
 
-    (out / MANIFEST).unlink()  # members without a manifest: no count to hold them to
-    with pytest.raises(DeepConvNetError, match=f"not an ensemble directory \\(no {MANIFEST}\\)"):
+    (out / MANIFEST).unlink()  # members assembled by hand: no count, the folders present
+    (out / "member-01" / "results.json").unlink()
+    with pytest.raises(DeepConvNetError, match="member-01 is unfinished"):
         member_model_paths([out])
+    (out / "member-01" / "results.json").write_text("{}")
+    assert member_model_paths([out]) == models
+
+
+def test_evaluate_of_a_corrupt_manifest_is_one_line_at_once(tmp_path, capsys):
+    """A count of 10**12 members used to enumerate them all (a hang); JSON nested deeper than
+    the parser's stack was an internal RecursionError."""
+    out = tmp_path / "ens"
+    new_ensemble(plan_ensemble(TrainConfig(), out, members=2, threads=2))
+    manifest = json.loads((out / MANIFEST).read_text())
+    for text, words in (
+        (json.dumps({**manifest, "members": 10**12}), "members is 1000000000000"),
+        ("[" * 100_000, "unreadable"),
+    ):
+        (out / MANIFEST).write_text(text)
+        assert main(["ensemble", "evaluate", str(out)]) == 2
+        assert words in _one_error_line(capsys.readouterr().err)
 
 
 def test_a_split_no_member_could_train_is_refused_up_front(tiny, tmp_path):  # noqa: F811

@@ -600,6 +600,10 @@ def test_evaluate_tests_a_model_on_the_dataset_its_run_was_trained_on(
     monkeypatch.setattr(deepconvnet.data, "load_dataset", load_dataset_spy)
     bare = tmp_path / "bare.npz"
     shutil.copy(quick_run / "model.npz", bare)
+    garbled = tmp_path / "garbled"
+    garbled.mkdir()
+    shutil.copy(quick_run / "model.npz", garbled / "model.npz")
+    (garbled / "config.json").write_text("[" * 100_000)  # deeper than the JSON parser's stack
     for argv, dataset in (
         (["evaluate", str(run_dir)], "fashion-mnist"),
         (["misclassified", str(run_dir), "--json"], "fashion-mnist"),
@@ -608,6 +612,7 @@ def test_evaluate_tests_a_model_on_the_dataset_its_run_was_trained_on(
         (["evaluate", str(run_dir), "--dataset", "mnist"], "mnist"),
         (["evaluate", str(run_dir / "model.npz")], "fashion-mnist"),
         (["evaluate", str(bare)], "mnist"),  # a model file outside a run: MNIST
+        (["evaluate", str(garbled)], "mnist"),  # an unreadable config.json names no dataset
     ):
         asked.clear()
         assert main(argv) == 0

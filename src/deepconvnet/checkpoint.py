@@ -62,7 +62,7 @@ def decode_entry(
         raise CheckpointError(f"{path}: no {key} entry (not a {kind})")
     try:
         return array_to_json(arrays[key])
-    except (ValueError, TypeError, IndexError) as exc:
+    except (ValueError, TypeError, IndexError, RecursionError) as exc:
         raise CheckpointError(f"{path}: unreadable {key} ({exc})") from exc
 
 

@@ -47,6 +47,7 @@ from deepconvnet.train import (
 MANIFEST = "ensemble.json"
 LOGS = "logs"
 MEMBER_PREFIX = "member-"
+MAX_MEMBERS = 1000  # far beyond any ensemble worth training; a larger count is a corrupt file
 
 Log = Callable[[str], None]
 
@@ -114,36 +115,45 @@ def member_dir(directory: str | Path, index: int) -> Path:
 def member_model_paths(paths: Sequence[str | Path]) -> list[Path]:
     """The ``model.npz`` of every member named by ``paths``.
 
-    Each path is an ensemble directory (every member its ``ensemble.json`` counts, each
-    finished), a run directory, or a model file.
+    Each path is an ensemble directory (every member its ``ensemble.json`` counts; without one,
+    the ``member-XX`` folders it holds; each finished), a run directory, or a model file.
     """
     from deepconvnet.checkpoint import resolve_model_path
 
     models: list[Path] = []
     for path in map(Path, paths):
-        is_ensemble = path.is_dir() and (
-            (path / MANIFEST).exists() or any(path.glob(f"{MEMBER_PREFIX}[0-9]*"))
-        )
-        models += _ensemble_models(path) if is_ensemble else [resolve_model_path(path)]
+        if path.is_dir() and (path / MANIFEST).exists():
+            models += _ensemble_models(path, _counted_members(path))
+        elif path.is_dir() and (found := sorted(path.glob(f"{MEMBER_PREFIX}[0-9]*"))):
+            models += _ensemble_models(path, found)  # assembled by hand: the folders present
+        else:
+            models.append(resolve_model_path(path))
     if not models:
         raise DeepConvNetError("no ensemble members given")
     return models
 
 
-def _ensemble_models(directory: Path) -> list[Path]:
-    """Every member's model file, as the manifest counts them: a missing or unfinished member is
-    refused rather than silently leaving a smaller ensemble than the one trained."""
-    from deepconvnet.checkpoint import resolve_model_path
-
+def _counted_members(directory: Path) -> list[Path]:
+    """The member folders ``ensemble.json`` counts, all present: a missing member is refused
+    rather than silently leaving a smaller ensemble than the one trained."""
     members = read_manifest(directory)[1]["members"]
     run_dirs = [member_dir(directory, i) for i in range(members)]
     missing = [run_dir.name for run_dir in run_dirs if not run_dir.is_dir()]
     if missing:
+        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        shown = ", ".join(missing[:3]) + more
         raise DeepConvNetError(
-            f"{directory}: {MANIFEST} counts {members} members but {', '.join(missing)} "
+            f"{directory}: {MANIFEST} counts {members} members but {shown} "
             f"{'is' if len(missing) == 1 else 'are'} missing; train them with "
             f"deepconvnet ensemble train --resume {directory}"
         )
+    return run_dirs
+
+
+def _ensemble_models(directory: Path, run_dirs: list[Path]) -> list[Path]:
+    """The model file of each member run, every one finished."""
+    from deepconvnet.checkpoint import resolve_model_path
+
     for run_dir in run_dirs:
         if not (run_dir / RESULTS).is_file():
             raise DeepConvNetError(
@@ -239,8 +249,8 @@ def plan_ensemble(
     More workers than members would idle, so the workers are clamped to the members *before* the
     threads are divided: --workers 4 --members 2 --threads 4 gives 2 workers of 2 threads each.
     """
-    if members < 1:
-        raise DeepConvNetError(f"--members must be >= 1, got {members}")
+    if not 1 <= members <= MAX_MEMBERS:
+        raise DeepConvNetError(f"--members must be in [1, {MAX_MEMBERS}], got {members}")
     total = threads if threads is not None else (os.cpu_count() or 1)
     asked = workers if workers is not None else min(members, total)
     if asked < 1:
@@ -307,7 +317,7 @@ def read_manifest(directory: str | Path) -> tuple[TrainConfig, dict[str, int]]:
         data = json.loads(path.read_text())
     except FileNotFoundError:
         raise DeepConvNetError(f"{directory}: not an ensemble directory (no {MANIFEST})") from None
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         raise DeepConvNetError(f"{path}: unreadable ({exc})") from exc
     if not isinstance(data, dict):
         raise DeepConvNetError(f"{path}: not an ensemble manifest (a JSON {type(data).__name__})")
@@ -319,6 +329,8 @@ def read_manifest(directory: str | Path) -> tuple[TrainConfig, dict[str, int]]:
     config = TrainConfig.from_dict(data["config"])
     problems = (value_problem(name, data[name], (int,), 1) for name in MANIFEST_COUNTS)
     problem = next(filter(None, problems), None) or config.problem()
+    if not problem and data["members"] > MAX_MEMBERS:
+        problem = f"members is {data['members']} (expected at most {MAX_MEMBERS})"
     if problem:
         raise DeepConvNetError(f"{path}: {problem}")
     return config, {name: data[name] for name in MANIFEST_COUNTS}

@@ -682,7 +682,7 @@ def _read_config(run_dir: Path) -> dict[str, Any]:
         data = json.loads(path.read_text())
     except FileNotFoundError:
         raise DeepConvNetError(f"{run_dir}: not a run directory (no {CONFIG})") from None
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         raise DeepConvNetError(f"{path}: unreadable ({exc})") from exc
     if not isinstance(data, dict):
         raise DeepConvNetError(f"{path}: not a run's config (a JSON {type(data).__name__})")

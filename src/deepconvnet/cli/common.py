@@ -183,7 +183,7 @@ def trained_on(model_path: Path) -> str | None:
 
     try:
         name = json.loads((model_path.parent / "config.json").read_text())["config"]["dataset"]
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
         return None
     return name if isinstance(name, str) and name in DATASETS else None
 
