@@ -187,6 +187,21 @@ def test_full_disk_during_a_save_leaves_the_old_file_and_no_partial_one(
     assert leftovers(tmp_path) == []
 
 
+def test_a_block_inside_an_all_or_nothing_block_shares_its_outcome(tmp_path):
+    """The inner block used to commit its files on leaving, whatever became of the outer one."""
+    with pytest.raises(RuntimeError), fileio.all_or_nothing():
+        with fileio.all_or_nothing():
+            fileio.atomic_write_text(tmp_path / "a.txt", "inner")
+        fileio.atomic_write_text(tmp_path / "b.txt", "outer")
+        raise RuntimeError("the outer block fails")
+    assert list(tmp_path.iterdir()) == []
+    with fileio.all_or_nothing():
+        with fileio.all_or_nothing():
+            fileio.atomic_write_text(tmp_path / "a.txt", "inner")
+        fileio.atomic_write_text(tmp_path / "b.txt", "outer")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "b.txt"]
+
+
 def test_a_file_where_a_directory_should_be_is_named(tmp_path):
     """The OS says "File exists" (or "Not a directory"), naming neither the file nor the path."""
     blocker = tmp_path / "afile"

@@ -91,7 +91,11 @@ def all_or_nothing() -> Iterator[None]:
     """Make the atomic writes of a block one outcome: a command that writes several files leaves
     all of them or none. Each is staged beside its target; once the block has finished, every
     target is checked (a directory cannot be replaced by a file) before any is replaced, and on
-    any failure the staged files are removed and no target is touched."""
+    any failure the staged files are removed and no target is touched. A block inside another
+    is part of the outer one's outcome."""
+    if _STAGED.get() is not None:
+        yield
+        return
     staged: list[tuple[Path, Path]] = []
     token = _STAGED.set(staged)
     try:
