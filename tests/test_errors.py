@@ -202,6 +202,22 @@ def test_a_block_inside_an_all_or_nothing_block_shares_its_outcome(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "b.txt"]
 
 
+def test_a_failed_all_or_nothing_block_removes_the_directories_it_made(tmp_path):
+    """visualize --out new/dir failing on its second figure left new/dir behind, empty."""
+    out = tmp_path / "new" / "dir"
+    with pytest.raises(RuntimeError), fileio.all_or_nothing():
+        fileio.atomic_write_text(out / "a.txt", "first")
+        fileio.atomic_write_text(out / "sub" / "b.txt", "second")
+        raise RuntimeError("the block fails")
+    assert list(tmp_path.iterdir()) == []
+    kept = tmp_path / "kept"
+    (kept / "other").mkdir(parents=True)
+    with pytest.raises(RuntimeError), fileio.all_or_nothing():
+        fileio.atomic_write_text(kept / "new" / "a.txt", "first")
+        raise RuntimeError("the block fails")
+    assert sorted(p.name for p in kept.iterdir()) == ["other"]  # only what the block made
+
+
 def test_a_file_where_a_directory_should_be_is_named(tmp_path):
     """The OS says "File exists" (or "Not a directory"), naming neither the file nor the path."""
     blocker = tmp_path / "afile"

@@ -15,7 +15,7 @@ import json
 import os
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from contextvars import ContextVar
 from pathlib import Path
 from typing import IO, Any
@@ -40,17 +40,19 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
     """Write a file through ``write(fileobj)`` so that it appears complete or not at all
     (inside :func:`all_or_nothing`, only when every file of the block can)."""
     path = Path(path)
-    tmp = _stage(path, write)
     staged = _STAGED.get()
+    made = outermost_missing(path.parent)
+    tmp = _stage(path, write)
     if staged is None:
         _commit(tmp, path)
     else:
-        staged.append((tmp, path))
+        staged.append((tmp, path, made))
     return path
 
 
 def _stage(path: Path, write: Callable[[IO[bytes]], None]) -> Path:
-    """A temporary file beside ``path``, written through ``write``, flushed and fsynced."""
+    """A temporary file beside ``path`` (its directory made if need be), written through
+    ``write``, flushed and fsynced."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -82,8 +84,11 @@ def _commit(tmp: Path, path: Path) -> None:
     _fsync_dir(path.parent)
 
 
-# The files staged by the innermost all_or_nothing block, as (temporary, target); None outside.
-_STAGED: ContextVar[list[tuple[Path, Path]] | None] = ContextVar("_STAGED", default=None)
+# The files staged by the all_or_nothing block, as (temporary, target, outermost directory made
+# for it or None); None outside a block.
+_STAGED: ContextVar[list[tuple[Path, Path, Path | None]] | None] = ContextVar(
+    "_STAGED", default=None
+)
 
 
 @contextmanager
@@ -91,24 +96,50 @@ def all_or_nothing() -> Iterator[None]:
     """Make the atomic writes of a block one outcome: a command that writes several files leaves
     all of them or none. Each is staged beside its target; once the block has finished, every
     target is checked (a directory cannot be replaced by a file) before any is replaced, and on
-    any failure the staged files are removed and no target is touched. A block inside another
-    is part of the outer one's outcome."""
+    any failure the staged files, and the directories made for them, are removed and no target
+    is touched. A block inside another is part of the outer one's outcome."""
     if _STAGED.get() is not None:
         yield
         return
-    staged: list[tuple[Path, Path]] = []
+    staged: list[tuple[Path, Path, Path | None]] = []
     token = _STAGED.set(staged)
+    committed = False
     try:
         yield
-        for _, path in staged:
+        for _, path, _ in staged:
             if path.is_dir():
                 raise DeepConvNetError(f"cannot write {path}: {os.strerror(errno.EISDIR)}")
-        for tmp, path in staged:
+        for tmp, path, _ in staged:
             _commit(tmp, path)
+        committed = True
     finally:
         _STAGED.reset(token)
-        for tmp, _ in staged:
+        for tmp, _, _ in staged:
             tmp.unlink(missing_ok=True)  # each one committed is gone already
+        for _, path, made in reversed(staged) if not committed else ():  # deepest first
+            if made is not None:
+                remove_empty_dirs(path.parent, made)
+
+
+def outermost_missing(path: Path) -> Path | None:
+    """The outermost of ``path`` and its ancestors that does not exist yet (None: it exists):
+    what to remove again, with :func:`remove_empty_dirs`, if the work that made it fails."""
+    missing = None
+    while not path.exists() and path != path.parent:
+        missing, path = path, path.parent
+    return missing
+
+
+def remove_empty_dirs(innermost: Path, outermost: Path) -> None:
+    """Remove ``innermost`` and its ancestors up to ``outermost`` while each is empty (one that
+    holds anything, or is gone, stops the climb and is kept)."""
+    directory = innermost
+    with suppress(OSError):
+        while True:
+            directory.rmdir()
+            if directory == outermost or directory == directory.parent:
+                return
+            directory = directory.parent
 
 
 def _file_in_the_way(path: Path) -> str | None:

@@ -43,6 +43,8 @@ from deepconvnet.fileio import (
     atomic_write_text,
     check_fresh_dir,
     json_to_array,
+    outermost_missing,
+    remove_empty_dirs,
 )
 from deepconvnet.streams import DROPOUT, INIT, stream
 from deepconvnet.streams import VERSION as STREAMS_VERSION
@@ -571,7 +573,7 @@ def _claim_run_dir(run_dir: Path | None) -> tuple[Path, Path | None]:
     started on one directory, only one makes it, and the other stops before writing anything.
     Without a directory, the first free name of :func:`new_run_dirs` is claimed."""
     for candidate in [run_dir] if run_dir is not None else new_run_dirs():
-        created = _outermost_missing(candidate)
+        created = outermost_missing(candidate)
         try:
             candidate.mkdir(parents=True, exist_ok=run_dir is not None)
             (candidate / "plots").mkdir()
@@ -589,26 +591,13 @@ def _claim_run_dir(run_dir: Path | None) -> tuple[Path, Path | None]:
     raise AssertionError("new_run_dirs is endless")
 
 
-def _outermost_missing(path: Path) -> Path | None:
-    """The outermost of ``path`` and its ancestors that does not exist yet (None: it exists)."""
-    missing = None
-    while not path.exists() and path != path.parent:
-        missing, path = path, path.parent
-    return missing
-
-
 def _remove_unstarted(run_dir: Path, created: Path | None) -> None:
     """Delete what a fresh run writes before its first checkpoint (the directory was empty or
     absent, see :func:`_check_run_dir`) and nothing else; the directories themselves only those
     this run created, up to ``created``, each only while empty."""
     for name in (CONFIG, METRICS, MODEL, "plots/learning_curves.png"):
         (run_dir / name).unlink(missing_ok=True)
-    made = [run_dir / "plots"]
-    if created is not None:
-        made += [run_dir, *itertools.takewhile(lambda d: d != created.parent, run_dir.parents)]
-    with suppress(OSError):  # not empty: something else lives there, keep it
-        for directory in dict.fromkeys(made):
-            directory.rmdir()
+    remove_empty_dirs(run_dir / "plots", created or run_dir / "plots")
 
 
 @contextmanager
