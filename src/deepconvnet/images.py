@@ -190,24 +190,22 @@ def _check_size(size: tuple[int, int], label: str, max_pixels: int) -> None:
         )
 
 
+HIGH_DEPTH_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+
+
 def _to_grey(img: Image.Image, label: str) -> np.ndarray:
     """Any Pillow mode -> float32 (H, W) in [0, 1], reduced to at most WORK_SIDE per side.
 
     The reduction (a box filter) runs in Pillow on the decoded pixels, before any float copy: a
     40 MP float TIFF costs its own 160 MB once, not a float64 copy of it per step.
     """
-    factor = math.ceil(max(img.size) / WORK_SIDE)
     if img.mode in HIGH_DEPTH_MODES:
         full_scale = 1.0 if img.mode == "F" else 65535.0
         if img.mode.startswith("I;16"):
             img = img.convert("I")  # Pillow reduces I and F, not the 16-bit modes
-        if factor > 1:
-            img = img.reduce(factor)
-        return _scale_high_depth(np.asarray(img, dtype=np.float64), label, full_scale)
+        return _scale_high_depth(np.asarray(_reduced(img), dtype=np.float64), label, full_scale)
     has_alpha = img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info
-    img = img.convert("LA" if has_alpha else "L")
-    if factor > 1:
-        img = img.reduce(factor)
+    img = _reduced(img.convert("LA" if has_alpha else "L"))
     arr = np.asarray(img, dtype=np.float32) / np.float32(255)
     if not has_alpha:
         return arr
@@ -218,7 +216,10 @@ def _to_grey(img: Image.Image, label: str) -> np.ndarray:
     return alpha * grey + (1 - alpha) * paper
 
 
-HIGH_DEPTH_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+def _reduced(img: Image.Image) -> Image.Image:
+    """``img`` box-filtered down to at most WORK_SIDE per side (as it is when smaller)."""
+    factor = math.ceil(max(img.size) / WORK_SIDE)
+    return img.reduce(factor) if factor > 1 else img
 
 
 def _ink_is_light(grey: np.ndarray, painted: np.ndarray) -> bool:

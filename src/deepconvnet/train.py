@@ -664,6 +664,16 @@ def recorded_threads(run_dir: str | Path) -> int | None:
     return threads if isinstance(threads, int) and not isinstance(threads, bool) else None
 
 
+def recorded_dataset(run_dir: str | Path) -> str | None:
+    """The dataset a run was trained on, or None where its config.json says none readably."""
+    try:
+        config = _read_config(Path(run_dir)).get("config")
+    except DeepConvNetError:
+        return None
+    name = config.get("dataset") if isinstance(config, dict) else None
+    return name if isinstance(name, str) else None
+
+
 def _read_config(run_dir: Path) -> dict[str, Any]:
     """config.json as a dict, or a one-line error naming the run directory or the file."""
     path = run_dir / CONFIG

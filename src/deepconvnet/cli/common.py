@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -180,12 +179,10 @@ def load_test_dataset(args: argparse.Namespace, model_path: Path):
 def trained_on(model_path: Path) -> str | None:
     """The dataset named by the config.json of the run holding ``model_path``, if any."""
     from deepconvnet.data import DATASETS
+    from deepconvnet.train import recorded_dataset
 
-    try:
-        name = json.loads((model_path.parent / "config.json").read_text())["config"]["dataset"]
-    except (OSError, ValueError, KeyError, TypeError, RecursionError):
-        return None
-    return name if isinstance(name, str) and name in DATASETS else None
+    name = recorded_dataset(model_path.parent)
+    return name if name in DATASETS else None
 
 
 def check_fits_test_images(model, model_path: Path, dataset) -> None:
