@@ -102,3 +102,30 @@ def test_commands_refuse_a_model_of_other_classes_in_one_line(tmp_path, capsys, 
         "the model has outputs of shape (12,), but the mnist test images have 10 classes"
     )
     assert not (tmp_path / "m.png").exists() and not (tmp_path / "v").exists()
+
+
+def test_a_value_that_overflows_the_model_dtype_is_refused(tmp_path, model):
+    arrays = load_npz(save_model(tmp_path / "m.npz", model))
+    arrays["0.W"] = np.full((16, 1, 3, 3), 1e300)  # finite in float64, inf in float32
+    atomic_save_npz(tmp_path / "m.npz", arrays)
+    with pytest.raises(CheckpointError, match=r"'0.W' holds non-finite values in float32"):
+        load_model(tmp_path / "m.npz")
+
+
+def test_a_negative_variance_is_refused(tmp_path, model):
+    arrays = load_npz(save_model(tmp_path / "m.npz", model))
+    arrays["1.running_var"][0] = -5.0  # every prediction would be NaN
+    atomic_save_npz(tmp_path / "m.npz", arrays)
+    with pytest.raises(CheckpointError, match=r"'1.running_var' is a variance"):
+        load_model(tmp_path / "m.npz")
+
+
+def test_a_loaded_model_runs_on_the_fast_kernels_like_a_built_one(tmp_path, model, rng):
+    from deepconvnet.models import default_backend
+
+    path = save_model(tmp_path / "m.npz", model)
+    loaded = load_model(path)
+    assert loaded.backend == default_backend() == "fast"
+    reference = load_model(path, backend="reference")
+    x = rng.random((6, 1, 28, 28)).astype(np.float32)
+    np.testing.assert_allclose(loaded.predict_proba(x), reference.predict_proba(x), atol=1e-5)

@@ -342,3 +342,12 @@ def test_input_grad_false_skips_dx_and_keeps_the_parameter_gradients(kernels):
         assert dx is None
         np.testing.assert_array_equal(dW_skip, dW)
         np.testing.assert_array_equal(db_skip, db)
+
+
+def test_integer_pixels_are_convolved_in_the_weights_float_type(rng):
+    x = rng.integers(0, 256, (2, 5, 5, 1))  # raw uint8-like pixels, NHWC
+    W, b = rng.standard_normal((3, 1, 3, 3)).astype(np.float32), np.zeros(3, np.float32)
+    y, _ = fast.conv2d_forward(x, W, b, 1, 1)
+    expected, _ = reference.conv2d_forward(to_nchw(x).astype(np.float32), W, b, 1, 1)
+    assert y.dtype == np.float32
+    np.testing.assert_allclose(to_nchw(y), expected, rtol=1e-5, atol=1e-3)

@@ -154,3 +154,111 @@ def test_backward_without_input_grad_gives_the_same_parameter_gradients(backend,
     assert model.backward(input_grad=False) is None
     for key, grad in model.grads().items():
         np.testing.assert_array_equal(grad, full[key], err_msg=key)
+
+
+# (a change to the small spec, words of the one-line error): values only ``int()`` would read
+@pytest.mark.parametrize(
+    "change,words",
+    [
+        (lambda s: s["layers"][0].update(pad=float("inf")), "pad must be an integer"),
+        (lambda s: s["layers"][0].update(in_channels="1"), "in_channels must be an integer"),
+        (lambda s: s["layers"][0].update(kernel_size="35"), "kernel_size must be an integer or"),
+        (lambda s: s["layers"][0].update(stride=True), "stride must be an integer"),
+        (lambda s: s["layers"][4].update(out_features=1.7), "out_features must be an integer"),
+        (lambda s: s.update(input_shape=[1, float("inf"), 8]), "input_shape must be positive"),
+        (lambda s: s.update(version=99), "model spec version 99"),
+        (lambda s: s["layers"].insert(0, {"type": "SoftmaxWithLoss"}), "only be the last layer"),
+        (lambda s: s.update(layers=[{"type": "SoftmaxWithLoss"}]), "at least one layer"),
+        (lambda s: s.update(layers=[*s["layers"][:1], s["layers"][-1]]), "not class scores"),
+    ],
+)
+def test_unusable_specs_are_one_line_errors(change, words):
+    spec = copy.deepcopy(_small_spec())
+    change(spec)
+    with pytest.raises(DeepConvNetError) as excinfo:
+        Sequential.from_spec(spec)
+    message = str(excinfo.value)
+    assert words in message and "\n" not in message
+
+
+def test_a_spec_too_large_to_initialise_is_a_one_line_error(monkeypatch):
+    def out_of_memory(self, rng=None):
+        raise MemoryError("Unable to allocate 381 GiB")
+
+    monkeypatch.setattr(Sequential, "initialize", out_of_memory)
+    with pytest.raises(DeepConvNetError, match="too large to build"):
+        Sequential.from_spec(_small_spec())
+
+
+def test_receptive_field_of_non_square_kernels_is_per_axis():
+    model = Sequential(
+        [Convolution(1, 1, (1, 5)), Convolution(1, 1, (5, 1))], input_shape=(1, 9, 9)
+    )
+    from deepconvnet.models import layer_summary
+
+    assert [row["receptive_field"] for row in layer_summary(model)] == [5, 5]  # a 5x5 window
+
+
+@pytest.mark.parametrize("backend", ["reference", "fast"])
+def test_biases_feeding_batchnorm_get_their_exact_zero_gradient(backend, rng):
+    model = build_model("deepconvnet-bn", rng=rng, backend=backend)
+    model.loss(rng.random((4, 1, 28, 28)), np.arange(4))
+    model.backward(input_grad=False)
+    grads = model.grads()
+    before_bn = [
+        f"{i}.b"
+        for i, (layer, after) in enumerate(zip(model.layers, model.layers[1:], strict=False))
+        if isinstance(after, BatchNormalization)
+    ]
+    assert len(before_bn) == 7  # six convolutions and the hidden affine
+    assert all(not grads[key].any() for key in before_bn)
+    last = f"{len(model.layers) - 2}.b"  # the output affine, which no BatchNorm follows
+    assert last not in before_bn and grads[last].any()
+
+
+def test_batchnorm_network_trained_with_adam_does_not_depend_on_the_thread_count(rng):
+    """Round-off gradients of those biases, scaled up by Adam, made eval outputs differ by 1e-2
+    between 1 and 2 threads after 20 steps; what is left is float32 round-off."""
+    from deepconvnet.threads import set_threads
+
+    x, t = rng.random((8, 1, 28, 28)).astype(np.float32), np.arange(8)
+    outputs = []
+    try:
+        for threads in (1, 2):
+            set_threads(threads)
+            model = build_model("deepconvnet-bn", rng=np.random.default_rng(0), backend="fast")
+            optimizer = build_optimizer("adam", lr=1e-3)
+            for _ in range(20):
+                model.loss(x, t)
+                model.backward(input_grad=False)
+                optimizer.step(model.params(), model.grads())
+            outputs.append(model.predict_proba(x))
+    finally:
+        set_threads(None)
+    assert np.abs(outputs[0] - outputs[1]).max() < 1e-4
+
+
+def test_a_seed_drops_the_same_units_of_a_feature_map_on_either_backend():
+    spec = {
+        "input_shape": [1, 6, 6],
+        "layers": [
+            {
+                "type": "Convolution",
+                "in_channels": 1,
+                "out_channels": 4,
+                "kernel_size": 3,
+                "pad": 1,
+            },
+            {"type": "Dropout", "ratio": 0.5},
+            {"type": "Affine", "in_features": 144, "out_features": 3},
+            {"type": "SoftmaxWithLoss"},
+        ],
+    }
+    x, t = np.random.default_rng(0).random((2, 1, 6, 6)), np.array([0, 1])
+    models = [
+        Sequential.from_spec(spec, rng=np.random.default_rng(3), backend=backend, dtype=np.float64)
+        for backend in ("reference", "fast")
+    ]
+    losses = [model.loss(x, t, train=True) for model in models]
+    assert losses[0] == pytest.approx(losses[1], rel=1e-12)
+    assert np.array_equal(models[0].layers[1].mask, models[1].layers[1].mask)  # NCHW in both

@@ -16,7 +16,7 @@ import numpy as np
 
 from deepconvnet.errors import CheckpointError, DeepConvNetError
 from deepconvnet.fileio import array_to_json, atomic_save_npz, json_to_array, load_npz
-from deepconvnet.models import Sequential
+from deepconvnet.models import Sequential, default_backend
 
 MODEL_FILE = "model.npz"
 SPEC_KEY = "__spec__"
@@ -67,10 +67,16 @@ def decode_entry(
 
 
 def checked_array(
-    path: Path, arrays: dict[str, np.ndarray], key: str, shape: tuple[int, ...]
+    path: Path,
+    arrays: dict[str, np.ndarray],
+    key: str,
+    shape: tuple[int, ...],
+    dtype: np.dtype | type | None = None,
 ) -> np.ndarray:
-    """``arrays[key]`` if it is a finite float array of ``shape``, else a CheckpointError naming
-    the entry: what every stored parameter must be before it is copied into a model."""
+    """``arrays[key]`` (cast to ``dtype`` when given) if it is a finite float array of ``shape``,
+    else a CheckpointError naming the entry: what every stored parameter must be before it is
+    copied into a model. Finiteness is judged after the cast, as a finite float64 value can
+    overflow float32."""
     value = arrays.get(key)
     if value is None:
         raise CheckpointError(f"{path}: array {key!r} is missing")
@@ -80,18 +86,45 @@ def checked_array(
         )
     if not np.issubdtype(value.dtype, np.floating):
         raise CheckpointError(f"{path}: array {key!r} has non-float dtype {value.dtype}")
+    if dtype is not None:
+        with np.errstate(over="ignore"):
+            value = value.astype(dtype)
     if not np.all(np.isfinite(value)):
-        raise CheckpointError(f"{path}: array {key!r} holds non-finite values")
+        where = f" in {np.dtype(dtype).name}" if dtype is not None else ""
+        raise CheckpointError(f"{path}: array {key!r} holds non-finite values{where}")
     return value
 
 
-def load_model(path: str | os.PathLike, rng: np.random.Generator | None = None) -> Sequential:
-    """Rebuild the model stored at ``path`` (a ``model.npz`` or a run directory holding one)."""
+# Buffers that are variances: a negative one makes every prediction NaN.
+NON_NEGATIVE_BUFFERS = ("running_var",)
+
+
+def restore_arrays(
+    path: Path, arrays: dict[str, np.ndarray], targets: dict[str, np.ndarray], prefix: str = ""
+) -> None:
+    """Copy ``arrays[prefix + name]`` into every ``targets[name]``, each checked first (see
+    :func:`checked_array`; a variance must also be >= 0): a damaged entry is a CheckpointError
+    naming it, never a model that predicts NaN."""
+    for name, target in targets.items():
+        key = prefix + name
+        value = checked_array(path, arrays, key, target.shape, target.dtype)
+        if name.rpartition(".")[2] in NON_NEGATIVE_BUFFERS and np.any(value < 0):
+            raise CheckpointError(f"{path}: array {key!r} is a variance but holds negative values")
+        target[...] = value
+
+
+def load_model(
+    path: str | os.PathLike, rng: np.random.Generator | None = None, backend: str | None = None
+) -> Sequential:
+    """Rebuild the model stored at ``path`` (a ``model.npz`` or a run directory holding one), on
+    ``backend`` (default: the fast kernels when they load, as for a model that is built)."""
     path = resolve_model_path(path)
     arrays = read_arrays(path)
     spec = decode_entry(path, arrays, SPEC_KEY)
     try:
-        model = Sequential.from_spec(spec, rng=rng, initialize=False)  # all overwritten below
+        model = Sequential.from_spec(  # every array is overwritten below
+            spec, rng=rng, initialize=False, backend=backend or default_backend()
+        )
     except DeepConvNetError as exc:
         raise CheckpointError(f"{path}: {exc}") from exc
     expected = {**model.params(), **model.buffers()}
@@ -102,8 +135,7 @@ def load_model(path: str | os.PathLike, rng: np.random.Generator | None = None) 
         raise CheckpointError(f"{path}: missing array {missing[0]!r} ({len(missing)} missing)")
     if extra:
         raise CheckpointError(f"{path}: unexpected array {extra[0]!r} ({len(extra)} extra)")
-    for key, target in expected.items():
-        target[...] = checked_array(path, stored, key, target.shape)
+    restore_arrays(path, stored, expected)
     return model
 
 

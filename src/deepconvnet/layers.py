@@ -25,20 +25,32 @@ from deepconvnet.kernels.reference import output_size
 Shape = tuple[int, ...]
 
 
-def _pair(value: int | tuple[int, int] | list[int]) -> tuple[int, int]:
-    if isinstance(value, int | np.integer):
+def _whole_number(name: str, value: Any) -> int:
+    """``value`` if it is an integer (not a bool, float or string), else a ValueError naming
+    ``name``: a spec in a file is untrusted, and ``int()`` would quietly read ``"35"``, ``1.7``
+    or ``true`` as sizes, and fail on ``Infinity`` with an OverflowError."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    return int(value)
+
+
+def _pair(value: int | tuple[int, int] | list[int], name: str = "kernel_size") -> tuple[int, int]:
+    """An int ``k`` as ``(k, k)``, or a two-integer sequence as a tuple."""
+    if isinstance(value, int | np.integer) and not isinstance(value, bool):
         return int(value), int(value)
-    kh, kw = value
-    return int(kh), int(kw)
+    if not isinstance(value, tuple | list) or len(value) != 2:
+        raise ValueError(f"{name} must be an integer or two integers, got {value!r}")
+    return _whole_number(name, value[0]), _whole_number(name, value[1])
 
 
 def _at_least(name: str, value: int, low: int) -> int:
-    """``value`` as an int, or a ValueError naming ``name`` when it is below ``low``.
+    """``value`` as an int, or a ValueError naming ``name`` when it is not an integer or is
+    below ``low``.
 
     A zero stride or kernel in a spec would otherwise surface far away, as a ZeroDivisionError in
     the kernels or the initializer.
     """
-    number = int(value)
+    number = _whole_number(name, value)
     if number < low:
         raise ValueError(f"{name} must be >= {low}, got {value!r}")
     return number
@@ -323,17 +335,31 @@ class Dropout(Layer):
         if not train:
             self._scale = 1.0 - self.ratio if self.mode == "book" else 1.0
             return x * x.dtype.type(self._scale) if self._scale != 1.0 else x
+        shape = self._public_shape(x.shape)
         if not self.held:
-            self.mask = self._draw_mask(x.shape)
-        elif self.mask.shape != x.shape:
-            raise ValueError(f"held dropout mask has shape {self.mask.shape}, input {x.shape}")
+            self.mask = self._draw_mask(shape)
+        elif self.mask.shape != shape:
+            raise ValueError(f"held dropout mask has shape {self.mask.shape}, input {shape}")
         self._scale = 1.0 / (1.0 - self.ratio) if self.mode == "inverted" else 1.0
-        return self._apply(x, self.mask)
+        return self._apply(x, self._mask_in_layout())
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
         if self._train:
-            return self._apply(dout, self.mask)
+            return self._apply(dout, self._mask_in_layout())
         return dout * dout.dtype.type(self._scale) if self._scale != 1.0 else dout
+
+    def _public_shape(self, shape: Shape) -> Shape:
+        """The NCHW shape of an input in this layer's layout: masks are drawn and held in it,
+        so that one seed drops the same units on either backend."""
+        if self.layout == "NHWC" and len(shape) == 4:
+            n, h, w, c = shape
+            return (n, c, h, w)
+        return tuple(shape)
+
+    def _mask_in_layout(self) -> np.ndarray:
+        if self.layout == "NHWC" and self.mask.ndim == 4:
+            return self.mask.transpose(0, 2, 3, 1)
+        return self.mask
 
     def _draw_mask(self, shape: Shape) -> np.ndarray:
         if self.rng is None:

@@ -40,6 +40,16 @@ def default_backend() -> str:
     return "fast" if kernels.fast_available() else "reference"
 
 
+def _input_shape(shape: Iterable[Any]) -> tuple[int, ...]:
+    """A per-sample shape of positive integers, else a ValueError (a spec is untrusted)."""
+    dims = tuple(shape)
+    if not dims or any(
+        isinstance(d, bool) or not isinstance(d, int | np.integer) or d < 1 for d in dims
+    ):
+        raise ValueError(f"input_shape must be positive integers, got {list(dims)!r}")
+    return tuple(int(d) for d in dims)
+
+
 class Sequential:
     """A stack of layers ending (optionally) in :class:`SoftmaxWithLoss`.
 
@@ -57,19 +67,31 @@ class Sequential:
         backend: str = "reference",
     ) -> None:
         self.layers: list[Layer] = list(layers)
-        self.input_shape = tuple(int(d) for d in input_shape)
+        self.input_shape = _input_shape(input_shape)
         self.name = name or "sequential"
         self.dtype = np.dtype(dtype)
         if self.dtype not in (np.float32, np.float64):
             raise ValueError(f"dtype must be float32 or float64, got {self.dtype}")
-        self.loss_layer = self.layers[-1] if isinstance(self.layers[-1], SoftmaxWithLoss) else None
+        losses = [i for i, layer in enumerate(self.layers) if isinstance(layer, SoftmaxWithLoss)]
+        if losses and losses != [len(self.layers) - 1]:
+            raise ValueError("SoftmaxWithLoss can only be the last layer, once")
+        self.loss_layer = self.layers[-1] if losses else None
         self.body = self.layers[:-1] if self.loss_layer is not None else self.layers
+        if not self.body:
+            raise ValueError("a model needs at least one layer before its loss")
         self.rng = rng if rng is not None else np.random.default_rng(0)
         for layer in self.layers:
             layer.astype(self.dtype)
         self.backend = "reference"
         self.set_backend(backend)
-        self.output_shapes()  # fails early on an inconsistent stack
+        output = self.output_shapes()[-1]  # fails early on an inconsistent stack
+        if self.loss_layer is not None and len(output) != 1:
+            # Class scores must be (N, K): a softmax over a 3-D map would read the backend's
+            # internal layout (NCHW or NHWC) and give a different loss on each.
+            raise DeepConvNetError(
+                f"{self.name}: the layers before the loss output {output}, not class scores "
+                "(end them with an Affine layer)"
+            )
 
     # -- construction -----------------------------------------------------------------------
     @property
@@ -116,6 +138,12 @@ class Sequential:
         too large to allocate (a spec in a file is untrusted input).
         """
         try:
+            version = spec.get("version", SPEC_VERSION)
+            if version != SPEC_VERSION:
+                raise DeepConvNetError(
+                    f"model spec version {version!r} is not {SPEC_VERSION}, the one this "
+                    "deepconvnet reads"
+                )
             layer_specs = spec["layers"]
             layers = []
             for i, layer_spec in enumerate(layer_specs):
@@ -134,13 +162,13 @@ class Sequential:
             }
             kwargs.update(overrides)
             model = cls(layers, rng=rng, **kwargs)
+            return model.initialize() if initialize else model
         except DeepConvNetError:
             raise
         except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
             raise DeepConvNetError(f"invalid model spec: {type(exc).__name__}: {exc}") from exc
         except MemoryError as exc:
             raise DeepConvNetError(f"invalid model spec: too large to build ({exc})") from exc
-        return model.initialize() if initialize else model
 
     def copy(self, dtype: np.dtype | type | None = None) -> Sequential:
         """An independent copy (same parameters and buffers), optionally in another dtype."""
@@ -153,6 +181,18 @@ class Sequential:
         for key, arr in {**self.params(), **self.buffers()}.items():
             model.array(key)[...] = arr
         return model
+
+    @property
+    def _biases_before_batchnorm(self) -> list[Layer]:
+        """Convolutions and Affines whose output a BatchNormalization normalises: their bias
+        shifts every value of a channel alike, which the normalisation removes, so its gradient
+        is exactly 0. Computed, it is round-off (~1e-6 in float32), which Adam would scale up to
+        steps of ``lr``: a random walk that makes eval-mode results depend on thread count."""
+        return [
+            layer
+            for layer, after in zip(self.body, self.body[1:], strict=False)
+            if isinstance(layer, Convolution | Affine) and isinstance(after, BatchNormalization)
+        ]
 
     def set_backend(self, backend: str) -> None:
         """Switch kernels: ``"fast"`` (NHWC inside) or ``"reference"`` (NCHW, the book's)."""
@@ -207,6 +247,8 @@ class Sequential:
             dout = first.backward(dout, input_grad=input_grad)
         else:
             dout = first.backward(dout)
+        for layer in self._biases_before_batchnorm:
+            layer.grads["b"].fill(0)
         if not input_grad:
             return None
         if self.backend == "fast" and dout.ndim == 4:
@@ -516,30 +558,31 @@ def layer_macs(layer: Layer, input_shape: tuple[int, ...], output_shape: tuple[i
 def layer_summary(model: Sequential) -> list[dict[str, Any]]:
     """One row per body layer: name, type, output_shape, params, receptive_field, macs.
 
-    The receptive field is the side (in input pixels) of the square of input a single output
-    unit depends on: ``r += (k - 1) * jump``, ``jump *= stride`` through conv and pool layers
-    (square kernels assumed for the single number; the larger side is used otherwise). Dense
-    layers see the whole image, reported as the input's larger side.
+    The receptive field is the side (in input pixels, padding included) of the window of input a
+    single output unit depends on: ``r += (k - 1) * jump``, ``jump *= stride`` through conv and
+    pool layers, along each axis; a non-square window is reported by its larger side. A dense
+    unit sees all its input: the larger of the image's side and the field below it.
     """
     rows, shape = [], model.input_shape
-    rf, jump = 1, 1
+    rf, jump = [1, 1], [1, 1]  # (height, width)
     whole = max(model.input_shape[1:]) if len(model.input_shape) == 3 else 1
     for i, layer in enumerate(model.body):
         out_shape = layer.output_shape(shape)
         geometry = layer_geometry(layer)
         if geometry is not None:
-            kh, kw, stride = geometry
-            rf += (max(kh, kw) - 1) * jump
-            jump *= stride
+            *kernel, stride = geometry
+            for axis, k in enumerate(kernel):
+                rf[axis] += (k - 1) * jump[axis]
+                jump[axis] *= stride
         elif isinstance(layer, Affine):
-            rf = max(rf, whole)  # a dense unit sees everything the layer below saw
+            rf = [max(side, whole) for side in rf]  # a dense unit sees everything below it
         rows.append(
             {
                 "name": f"{i}.{type(layer).__name__}",
                 "type": type(layer).__name__,
                 "output_shape": list(out_shape),
                 "params": int(sum(p.size for p in layer.params.values())),
-                "receptive_field": int(rf),
+                "receptive_field": int(max(rf)),
                 "macs": int(layer_macs(layer, shape, out_shape)),
             }
         )

@@ -316,6 +316,8 @@ def conv2d_forward(
     if c != c_w:
         raise ValueError(f"input has {c} channels but the filters expect {c_w}")
     oh, ow = output_size(h, kh, stride, pad), output_size(w, kw, stride, pad)
+    if not np.issubdtype(x.dtype, np.floating):  # integer pixels: compute in W's float type
+        x = x.astype(W.dtype if np.issubdtype(W.dtype, np.floating) else np.float64)
     W = W.astype(x.dtype, copy=False)
     b = b.astype(x.dtype, copy=False)
     y = np.empty((n, oh, ow, f), dtype=x.dtype)
