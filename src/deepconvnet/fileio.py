@@ -22,7 +22,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from deepconvnet.errors import DeepConvNetError
+from deepconvnet.errors import DeepConvNetError, UnreadableError
 
 
 def _current_umask() -> int:
@@ -232,7 +232,7 @@ def _check_zip_signature(path: Path) -> None:
         with path.open("rb") as f:
             head = f.read(4)
     except OSError as exc:
-        raise DeepConvNetError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+        raise UnreadableError(f"{path}: cannot read ({exc.strerror or exc})") from exc
     if head not in _ZIP_SIGNATURES:
         raise DeepConvNetError(f"{path}: not an .npz (zip) file")
 

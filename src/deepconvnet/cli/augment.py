@@ -20,14 +20,15 @@ MAX_VARIANTS = 20
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from deepconvnet.data.augment import SPEC_HELP
+
     parser = subparsers.add_parser(
         "augment-preview",
         help="draw training digits next to augmented versions of them",
         description="Pick --count training images at random (by --seed), draw --variants augmented "
         "versions of each with the --augment spec, and save the grid as a PNG (originals in the "
-        "first, framed column; the spec in the title). Spec keys: rotate=DEG, shift=FRAC, "
-        "scale=FRAC, shear=DEG, crop=PAD (1-14), flip=h|v, elastic[=ALPHA:SIGMA] (alpha 0-1000, "
-        "sigma 0.1-28), erase=P; presets: standard, elastic, none.",
+        "first, framed column; the spec in the title). Ranges: crop=PAD 1-14, elastic alpha "
+        "0-1000 and sigma 0.1-28 pixels.",
     )
     parser.add_argument(
         "--out",
@@ -40,7 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--augment",
         default="standard",
         metavar="SPEC",
-        help="augmentation spec or preset (default: standard)",
+        help=f"augmentation (default: standard): {SPEC_HELP}",
     )
     parser.add_argument(
         "--count",

@@ -31,7 +31,9 @@ word ``elastic``::
 
 Presets: ``standard`` = ``rotate=15,shift=0.1,scale=0.15`` (the recipe of the 15-CNN MNIST
 ensemble); ``elastic`` = ``rotate=5,shift=0.05,scale=0.05,elastic=34:4``; ``none`` = no
-augmentation. Presets combine with items: ``standard,erase=0.5``.
+augmentation. Presets combine with items: ``standard,erase=0.5``. The word ``elastic`` alone is
+its preset; inside a list it is the distortion item alone (``rotate=5,elastic`` is
+``rotate=5,elastic=34:4``), as the preset's own rotation would clash with the list's.
 """
 
 from __future__ import annotations
@@ -377,6 +379,13 @@ PRESETS = {
     "elastic": "rotate=5,shift=0.05,scale=0.05,elastic=34:4",
 }
 KEYS = ("rotate", "shift", "scale", "shear", "crop", "flip", "elastic", "erase")
+# The --augment help of every command that takes a spec.
+SPEC_HELP = (
+    "comma-separated items rotate=DEG, shift=F, scale=F, shear=DEG, crop=PAD, flip=h|v|hv, "
+    "elastic[=ALPHA:SIGMA], erase=P; or a preset: standard (rotate=15,shift=0.1,scale=0.15), "
+    "elastic (alone: rotate=5,shift=0.05,scale=0.05,elastic=34:4; inside a list the word "
+    "elastic is the distortion alone), none. Presets combine with items: standard,erase=0.5"
+)
 
 
 @dataclass(frozen=True)

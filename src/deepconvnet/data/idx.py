@@ -9,6 +9,7 @@ wrong kind is a one-line :class:`DataError` naming the file, never a silently sh
 from __future__ import annotations
 
 import gzip
+import io
 import math
 import os
 import zlib
@@ -29,28 +30,51 @@ IDX_DTYPES: dict[int, np.dtype] = {
     0x0E: np.dtype(">f8"),
 }
 _GZIP_MAGIC = b"\x1f\x8b"
-_MAX_DIMS = 8  # MNIST uses 1 or 3; anything beyond a handful is a corrupt header
+IDX_MAX_DIMS = 8  # MNIST uses 1 or 3; anything beyond a handful is a corrupt header
 
 
-def read_idx(path: str | os.PathLike, *, expect_dtype: np.dtype | type | None = None) -> np.ndarray:
+def read_idx(
+    path: str | os.PathLike,
+    *,
+    expect_dtype: np.dtype | type | None = None,
+    max_bytes: int | None = None,
+) -> np.ndarray:
     """Read an IDX file (raw or gzip-compressed) into a native-endian array.
 
-    ``expect_dtype`` (e.g. ``np.uint8``) additionally requires that dtype code.
+    ``expect_dtype`` (e.g. ``np.uint8``) additionally requires that dtype code; ``max_bytes``
+    bounds the file and its decompressed bytes, so that an oversized file or a gzip bomb is a
+    one-line error before it can take the memory it claims.
     """
     path = Path(path)
     try:
+        size = path.stat().st_size
+        if max_bytes is not None and size > stored_size_limit(max_bytes):
+            raise DataError(
+                f"{path}: {size} bytes, more than a file of at most {max_bytes} bytes can take"
+            )
         data = path.read_bytes()
     except OSError as exc:
         raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from exc
-    return parse_idx(data, name=str(path), expect_dtype=expect_dtype)
+    return parse_idx(data, name=str(path), expect_dtype=expect_dtype, max_bytes=max_bytes)
+
+
+def stored_size_limit(max_bytes: int) -> int:
+    """The most bytes a file of at most ``max_bytes`` can take raw or gzipped: gzip adds a little
+    to what it cannot compress (5 bytes per 64 KiB stored block, plus its header and trailer)."""
+    return max_bytes + max_bytes // 8192 + 1024
 
 
 def parse_idx(
-    data: bytes, *, name: str = "<bytes>", expect_dtype: np.dtype | type | None = None
+    data: bytes,
+    *,
+    name: str = "<bytes>",
+    expect_dtype: np.dtype | type | None = None,
+    max_bytes: int | None = None,
 ) -> np.ndarray:
-    """Decode the bytes of an IDX file (gzip detected by its magic bytes)."""
+    """Decode the bytes of an IDX file (gzip detected by its magic bytes), of at most
+    ``max_bytes`` once decompressed."""
     if data[:2] == _GZIP_MAGIC:
-        data = _gunzip(data, name)
+        data = _gunzip(data, name, max_bytes)
     if len(data) < 4:
         raise DataError(f"{name}: not an IDX file (only {len(data)} bytes)")
     if data[0] != 0 or data[1] != 0:
@@ -63,7 +87,7 @@ def parse_idx(
         raise DataError(
             f"{name}: IDX dtype code 0x{code:02x} ({dtype.name}), expected {np.dtype(expect_dtype)}"
         )
-    if not 1 <= ndim <= _MAX_DIMS:
+    if not 1 <= ndim <= IDX_MAX_DIMS:
         raise DataError(f"{name}: bad IDX header ({ndim} dimensions)")
     header_len = 4 + 4 * ndim
     if len(data) < header_len:
@@ -80,11 +104,16 @@ def parse_idx(
     return array.astype(dtype.newbyteorder("="))
 
 
-def _gunzip(data: bytes, name: str) -> bytes:
+def _gunzip(data: bytes, name: str, max_bytes: int | None = None) -> bytes:
+    """The decompressed bytes, read no further than one byte past ``max_bytes``."""
     try:
-        return gzip.decompress(data)
+        with gzip.GzipFile(fileobj=io.BytesIO(data)) as stream:
+            out = stream.read(-1 if max_bytes is None else max_bytes + 1)
     except (OSError, EOFError, zlib.error) as exc:
         raise DataError(f"{name}: corrupt or truncated gzip ({one_line(exc)})") from exc
+    if max_bytes is not None and len(out) > max_bytes:
+        raise DataError(f"{name}: decompresses to more than the {max_bytes} bytes it can hold")
+    return out
 
 
 def encode_idx(array: np.ndarray) -> bytes:
@@ -95,7 +124,7 @@ def encode_idx(array: np.ndarray) -> bytes:
     if not codes:
         raise ValueError(f"IDX cannot store dtype {array.dtype}")
     code, dtype = codes[0], IDX_DTYPES[codes[0]]
-    if not 1 <= array.ndim <= _MAX_DIMS:
+    if not 1 <= array.ndim <= IDX_MAX_DIMS:
         raise ValueError(f"IDX cannot store {array.ndim} dimensions")
     header = bytes([0, 0, code, array.ndim]) + np.asarray(array.shape, dtype=">u4").tobytes()
     return header + np.ascontiguousarray(array, dtype=dtype).tobytes()

