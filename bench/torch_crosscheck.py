@@ -21,7 +21,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
+
+try:
+    import torch
+except ImportError:  # the benchmark peer is an optional extra
+    sys.exit("bench/torch_crosscheck.py needs PyTorch: pip install -e '.[bench]'")
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))

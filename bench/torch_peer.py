@@ -7,7 +7,12 @@ count is set with ``torch.set_num_threads``.
 
 from __future__ import annotations
 
-import torch
+import sys
+
+try:
+    import torch
+except ImportError:  # the benchmark peer is an optional extra
+    sys.exit("bench/torch_peer.py needs PyTorch: pip install -e '.[bench]'")
 from torch import nn
 
 WIDTHS = (16, 16, 32, 32, 64, 64)

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 from fixtures_data import tiny  # noqa: F401  (pytest fixture)
 from PIL import Image
 
+from deepconvnet import __version__
 from deepconvnet.analysis import feature_maps, first_conv_weights, misclassified
 from deepconvnet.checkpoint import load_model, save_model
 from deepconvnet.cli import main
-from deepconvnet.errors import DeepConvNetError
+from deepconvnet.errors import DeepConvNetError, Interrupted
 from deepconvnet.experiments import (
     DEPTH_MODELS,
     NOISE_ERRORS,
@@ -23,6 +25,7 @@ from deepconvnet.experiments import (
     depth_notes,
     epochs_for_sizes,
     parse_sizes,
+    read_depth_record,
     run_depth_experiment,
     stage_receptive_fields,
 )
@@ -120,7 +123,7 @@ def test_depth_models_are_registered_and_loadable(tmp_path):
         assert name in MODELS
         model = MODELS[name](rng=np.random.default_rng(1), backend="reference")
         save_model(tmp_path / f"{name}.npz", model)
-        loaded = load_model(tmp_path / f"{name}.npz")
+        loaded = load_model(tmp_path / f"{name}.npz", backend="reference")
         x = np.random.default_rng(2).random((3, 1, 28, 28), dtype=np.float32)
         np.testing.assert_array_equal(loaded.predict_proba(x), model.predict_proba(x))
 
@@ -277,6 +280,8 @@ def test_depth_experiment_runs_every_cell_through_the_trainer(tiny, tmp_path):  
     markdown = (tmp_path / "depth" / "depth_experiment.md").read_text()
     assert "| 12 | 1 | depth-large |" in markdown and "shared" in markdown
     assert "- a note from the caller" in markdown
+    assert saved["version"] == __version__
+    assert f"deepconvnet {__version__}. Machine:" in markdown
     assert png_size(tmp_path / "depth" / "depth_experiment.png")[0] > 500
 
 
@@ -299,6 +304,50 @@ def test_depth_experiment_refuses_what_a_later_cell_would_before_training_any(
     with pytest.raises(DeepConvNetError, match="already exists and is not empty"):
         run_depth_experiment(DepthConfig(sizes=(6,), epochs=(1,), dataset="tiny"), out)
     assert (out / "depth_experiment.json").read_text() == "{}"
+
+
+def test_a_stopped_depth_experiment_resumes_to_the_same_table(tiny, tmp_path, monkeypatch):  # noqa: F811
+    """Stopping used to point at `train --resume` of one cell; the rest never came and the
+    experiment's directory refused a rerun."""
+    import deepconvnet.train as training
+
+    config = DepthConfig(
+        sizes=(6, 12), epochs=(1,), dataset="tiny", data_dir=str(tiny.idx_dir), threads=1
+    )
+    straight = run_depth_experiment(config, tmp_path / "straight")
+    real_train, calls = training.train, []
+
+    def stopped_at_the_third_cell(train_config, run_dir, **kwargs):
+        calls.append(run_dir)
+        if len(calls) == 3:
+            (Path(run_dir) / "config.json").parent.mkdir(parents=True)
+            (Path(run_dir) / "config.json").write_text("{}")  # killed before a checkpoint
+            raise training.TrainingInterrupted(Path(run_dir))
+        return real_train(train_config, run_dir, **kwargs)
+
+    out = tmp_path / "stopped"
+    monkeypatch.setattr(training, "train", stopped_at_the_third_cell)
+    with pytest.raises(Interrupted, match=f"deepconvnet experiment depth --resume {out}$"):
+        run_depth_experiment(config, out)
+    assert len(read_depth_record(out)["cells"]) == 2
+    monkeypatch.setattr(training, "train", real_train)
+    resumed = run_depth_experiment(DepthConfig(), out, resume=True)
+    keys = ("model", "train_size", "epochs", "test_correct", "final_train_loss")
+    assert [[c[k] for k in keys] for c in resumed["cells"]] == [
+        [c[k] for k in keys] for c in straight["cells"]
+    ]
+    assert json.loads((out / "depth_experiment.json").read_text())["cells"] == resumed["cells"]
+    with pytest.raises(DeepConvNetError, match="no depth experiment to resume"):
+        run_depth_experiment(DepthConfig(), tmp_path / "straight" / "runs", resume=True)
+
+
+def test_depth_resume_takes_no_other_option(tmp_path, capsys):
+    argv = ["experiment", "depth", "--resume", str(tmp_path), "--sizes", "100"]
+    assert main(argv) == 2
+    assert capsys.readouterr().err.strip() == (
+        "deepconvnet: error: --resume carries on with the experiment's saved options; drop "
+        "--sizes (no other option may be given with it)"
+    )
 
 
 # -- CLI --------------------------------------------------------------------------------------

@@ -79,6 +79,13 @@ def test_bad_data_dir_is_one_line_exit_2(tiny_as_mnist, capsys, tmp_path):
     assert err.startswith(f"deepconvnet: error: {empty}: no train-images-idx3-ubyte[.gz]")
 
 
+def test_an_empty_data_dir_is_refused_not_read_as_the_current_directory(tiny_as_mnist, capsys):
+    with pytest.raises(SystemExit) as excinfo:
+        main(["data", "--data-dir", ""])
+    assert excinfo.value.code == 2
+    assert "--data-dir: expected a path, got an empty string" in capsys.readouterr().err
+
+
 @pytest.mark.mnist
 def test_real_mnist_json_through_the_installed_command():
     done = subprocess.run(

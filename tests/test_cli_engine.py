@@ -63,3 +63,18 @@ def test_every_command_explains_itself_in_its_help():
     assert len(commands) >= 15
     missing = [name for name, sub in commands.items() if not (sub.description or "").strip()]
     assert missing == []
+
+
+@pytest.mark.parametrize(
+    "argv,prog",
+    [
+        (["train", "--bogus"], "deepconvnet train"),
+        (["ensemble", "train", "-x"], "deepconvnet ensemble train"),
+    ],
+)
+def test_an_unknown_option_is_reported_by_the_command_it_was_given_to(argv, prog, capsys):
+    with pytest.raises(SystemExit) as excinfo:
+        main(argv)
+    assert excinfo.value.code == 2
+    err = capsys.readouterr().err
+    assert err == f"{prog}: error: unrecognized arguments: {argv[-1]} (see {prog} --help)\n"

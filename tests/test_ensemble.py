@@ -22,7 +22,6 @@ from deepconvnet.ensemble import (
     check_members_can_start,
     majority_vote,
     member_model_paths,
-    member_state,
     new_ensemble,
     plan_ensemble,
     read_run_files,
@@ -31,7 +30,7 @@ from deepconvnet.ensemble import (
 )
 from deepconvnet.errors import DeepConvNetError
 from deepconvnet.models import build_model
-from deepconvnet.train import TrainConfig
+from deepconvnet.train import TrainConfig, run_state
 
 # Three members, four samples, three classes.
 P1 = np.array([[0.6, 0.3, 0.1], [0.2, 0.5, 0.3], [0.1, 0.1, 0.8], [0.5, 0.4, 0.1]])
@@ -329,7 +328,7 @@ def test_train_in_two_workers_interrupt_and_resume(tmp_path, capsys):
     assert driver.returncode == 130, stderr
     assert "member-00 interrupted; resumable" in stderr
     assert "ensemble train --resume" in stdout
-    assert [member_state(m) for m in members] == ["resumable", "resumable"]
+    assert [run_state(m) for m in members] == ["resumable", "resumable"]
 
     capsys.readouterr()
     assert main(["ensemble", "train", "--resume", str(out)]) == 0
@@ -377,9 +376,11 @@ def test_ray_backend_writes_members_from_returned_bytes(tmp_path, capsys):
     pytest.importorskip("ray")
     out = tmp_path / "ens"
     argv = ["ensemble", "train", "--out", str(out), "--members", "2", "--threads", "2"]
-    assert main([*argv, *QUICK, "--ray-address", "local"]) == 0
+    assert main([*argv, "--workers", "1", *QUICK, "--ray-address", "local"]) == 0
     printed = capsys.readouterr()
-    assert "member-01 starting (seed 1, 1 thread(s)) on Ray (local)" in printed.err
+    assert "member-01 starting (seed 1, 2 thread(s)) on Ray (local)" in printed.err
+    # --workers 1: Ray gets the second member only once the first is back, as a local run does
+    assert printed.err.index("member-00 finished") < printed.err.index("member-01 starting")
     for index in (0, 1):
         run_dir = out / f"member-{index:02d}"
         assert {"config.json", "model.npz", "results.json", "metrics.jsonl"} <= {
@@ -396,3 +397,61 @@ def test_ray_backend_writes_members_from_returned_bytes(tmp_path, capsys):
         "member-00",
         "member-01",
     ]
+
+
+def test_ensemble_resume_refuses_options_it_would_ignore(tmp_path, capsys):
+    """`ensemble train --resume DIR --epochs 3` used to exit 0 training with the saved epochs."""
+    argv = ["ensemble", "train", "--resume", str(tmp_path), "--epochs", "3", "--seed", "4"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        "deepconvnet: error: --resume carries on with the ensemble's saved options; drop "
+        "--epochs, --seed (only --workers, --threads, --ray-address and --no-progress may be "
+        "given with it)"
+    )
+
+
+def test_a_member_named_twice_is_refused(tmp_path):
+    path = save_model(tmp_path / "m.npz", build_model("deepconvnet"))
+    with pytest.raises(DeepConvNetError, match=r"m\.npz is .*m\.npz again: a member named twice"):
+        (tmp_path / "sub").mkdir()
+        member_model_paths([path, tmp_path / "sub" / ".." / "m.npz"])  # the same file again
+
+
+def test_members_of_different_datasets_need_dataset(tmp_path, capsys):
+    """The dataset used to be the first member's: the same members scored on MNIST or on
+    Fashion-MNIST depending on the order they were named in."""
+    runs = []
+    for name in ("mnist", "fashion-mnist"):
+        run = tmp_path / name
+        save_model(run / "model.npz", build_model("deepconvnet"))
+        (run / "config.json").write_text(json.dumps({"config": {"dataset": name}}))
+        runs.append(str(run))
+    assert main(["ensemble", "evaluate", *runs, "--limit", "10"]) == 2
+    err = capsys.readouterr().err
+    assert "members trained on different datasets" in err and "give --dataset" in err
+    assert main(["ensemble", "evaluate", *runs, "--limit", "10", "--dataset", "mnist"]) == 0
+    assert "on the mnist test set (10 images)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "text,words",
+    [("", "unreadable results"), ("{}", "'test_accuracy'"), ('{"test_accuracy": "x"}', "numbers")],
+)
+def test_a_damaged_member_result_is_one_line(tmp_path, text, words):
+    from deepconvnet.ensemble import _finished_result
+
+    (tmp_path / "results.json").write_text(text)
+    with pytest.raises(DeepConvNetError, match=words):
+        _finished_result(0, tmp_path)
+
+
+def test_resume_with_other_workers_keeps_each_members_threads(tmp_path):
+    from deepconvnet.ensemble import load_plan
+    from deepconvnet.train import TrainConfig
+
+    plan = new_ensemble(plan_ensemble(TrainConfig(), tmp_path / "ens", 4, workers=2, threads=2))
+    assert (plan.workers, plan.member_threads) == (2, 1)
+    resumed = load_plan(plan.directory, workers=1)  # used to take every core for the one worker
+    assert (resumed.workers, resumed.member_threads) == (1, 1)
+    assert load_plan(plan.directory, workers=1, threads=2).member_threads == 2

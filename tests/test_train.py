@@ -323,6 +323,17 @@ def test_resume_of_a_hand_edited_config_is_one_line_naming_the_value(
     assert len(err.splitlines()) == 1
 
 
+def test_resume_of_a_config_whose_config_is_no_object_is_one_line(quick_run, tmp_path, capsys):
+    run_dir = unfinished_copy(quick_run, tmp_path)
+    config = json.loads((run_dir / "config.json").read_text())
+    (run_dir / "config.json").write_text(json.dumps({**config, "config": []}))
+    assert main(["train", "--resume", str(run_dir), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert (
+        err == f"deepconvnet: error: {run_dir / 'config.json'}: 'config' is a JSON list, not object"
+    )
+
+
 def test_ctrl_c_during_the_test_evaluation_says_how_to_resume(quick_run, tmp_path, capsys):
     run_dir = unfinished_copy(quick_run, tmp_path)
 
@@ -598,6 +609,7 @@ def test_evaluate_tests_a_model_on_the_dataset_its_run_was_trained_on(
         return load_dataset("mnist")  # the test needs no Fashion-MNIST files, only the name
 
     monkeypatch.setattr(deepconvnet.data, "load_dataset", load_dataset_spy)
+    fashion_2 = shutil.copytree(run_dir, tmp_path / "fashion-2")
     bare = tmp_path / "bare.npz"
     shutil.copy(quick_run / "model.npz", bare)
     garbled = tmp_path / "garbled"
@@ -608,7 +620,7 @@ def test_evaluate_tests_a_model_on_the_dataset_its_run_was_trained_on(
         (["evaluate", str(run_dir)], "fashion-mnist"),
         (["misclassified", str(run_dir), "--json"], "fashion-mnist"),
         (["visualize", str(run_dir), "--out", str(tmp_path / "vis")], "fashion-mnist"),
-        (["ensemble", "evaluate", str(run_dir), str(quick_run), "--json"], "fashion-mnist"),
+        (["ensemble", "evaluate", str(run_dir), str(fashion_2), "--json"], "fashion-mnist"),
         (["evaluate", str(run_dir), "--dataset", "mnist"], "mnist"),
         (["evaluate", str(run_dir / "model.npz")], "fashion-mnist"),
         (["evaluate", str(bare)], "mnist"),  # a model file outside a run: MNIST
@@ -617,3 +629,20 @@ def test_evaluate_tests_a_model_on_the_dataset_its_run_was_trained_on(
         asked.clear()
         assert main(argv) == 0
         assert asked == [dataset], argv
+    # The run's own figures are of its own dataset; --dataset mnist wrote beside them, with a note.
+    assert (run_dir / "plots" / "confusion-mnist.png").is_file()
+    assert "was trained on fashion-mnist; testing it on mnist" in capsys.readouterr().err
+    assert main(["misclassified", str(run_dir), "--dataset", "mnist"]) == 0
+    assert (run_dir / "plots" / "misclassified-mnist.png").is_file()
+
+
+def test_resume_of_a_config_without_its_options_is_one_line(quick_run, tmp_path, capsys):
+    """A config.json without "config" used to resume with the default recipe: 60,000 images
+    for 20 epochs, over the run's checkpoint."""
+    run_dir = unfinished_copy(quick_run, tmp_path)
+    config = json.loads((run_dir / "config.json").read_text())
+    del config["config"]
+    (run_dir / "config.json").write_text(json.dumps(config))
+    assert main(["train", "--resume", str(run_dir), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"deepconvnet: error: {run_dir / 'config.json'}: no 'config' (the run's options)"

@@ -33,13 +33,13 @@ from typing import Any
 import numpy as np
 
 from deepconvnet.errors import EXIT_INTERRUPTED, DeepConvNetError
-from deepconvnet.fileio import atomic_write_bytes, atomic_write_json, check_fresh_dir
+from deepconvnet.fileio import atomic_write_bytes, atomic_write_json, check_fresh_dir, one_line
 from deepconvnet.models import INFERENCE_BATCH
 from deepconvnet.train import (
-    CHECKPOINT,
-    CONFIG,
     RESULTS,
     TrainConfig,
+    clear_unstarted_run,
+    run_state,
     stop_signals,
     value_problem,
 )
@@ -130,6 +130,13 @@ def member_model_paths(paths: Sequence[str | Path]) -> list[Path]:
             models.append(resolve_model_path(path))
     if not models:
         raise DeepConvNetError("no ensemble members given")
+    first_named: dict[Path, Path] = {}
+    for model in models:
+        earlier = first_named.setdefault(model.resolve(), model)
+        if earlier is not model:
+            raise DeepConvNetError(
+                f"{model} is {earlier} again: a member named twice counts double"
+            )
     return models
 
 
@@ -274,7 +281,7 @@ def check_members_can_start(plan: EnsemblePlan) -> None:
     from deepconvnet.data import load_dataset
     from deepconvnet.train import split_training_set
 
-    if all(member_state(member_dir(plan.directory, i)) == "finished" for i in range(plan.members)):
+    if all(run_state(member_dir(plan.directory, i)) == "finished" for i in range(plan.members)):
         return  # nothing will start
     config = plan.member_config(0)
     split_training_set(load_dataset(config.dataset, config.data_dir), config)
@@ -297,10 +304,16 @@ def new_ensemble(plan: EnsemblePlan) -> EnsemblePlan:
 def load_plan(
     directory: str | Path, workers: int | None = None, threads: int | None = None
 ) -> EnsemblePlan:
-    """The plan saved in ``directory``; ``workers`` / ``threads`` may be changed for the rest."""
+    """The plan saved in ``directory``; ``workers`` / ``threads`` may be changed for the rest.
+
+    Without ``threads``, each member keeps the thread count it was planned with, whatever the
+    workers: a member's results are bit-identical only at the same thread count.
+    """
     config, counts = read_manifest(directory)
     if threads is None and workers is None:
         return EnsemblePlan(Path(directory), config, **counts)
+    if threads is None:
+        threads = counts["member_threads"] * min(workers, counts["members"])
     return plan_ensemble(config, directory, counts["members"], workers, threads)
 
 
@@ -336,26 +349,6 @@ def read_manifest(directory: str | Path) -> tuple[TrainConfig, dict[str, int]]:
     return config, {name: data[name] for name in MANIFEST_COUNTS}
 
 
-def member_state(run_dir: Path) -> str:
-    """``"finished"``, ``"resumable"`` (a checkpoint), or ``"new"`` (nothing worth keeping)."""
-    if (run_dir / RESULTS).is_file():
-        return "finished"
-    if (run_dir / CHECKPOINT).is_file():
-        return "resumable"
-    return "new"
-
-
-def _clear_unstarted(run_dir: Path) -> None:
-    """A member killed before its first checkpoint leaves config.json and plots/; start afresh."""
-    if not run_dir.exists():
-        return
-    leftovers = {p.name for p in run_dir.iterdir()}
-    if not leftovers <= {CONFIG, "plots"}:
-        raise DeepConvNetError(f"{run_dir}: unexpected files {sorted(leftovers)}; move them away")
-    (run_dir / CONFIG).unlink(missing_ok=True)
-    shutil.rmtree(run_dir / "plots", ignore_errors=True)
-
-
 # --------------------------------------------------------------------------------------------
 # Training: local worker processes
 
@@ -383,7 +376,7 @@ def train_ensemble(
     """
     log = log or _print_err
     todo = [
-        i for i in range(plan.members) if member_state(member_dir(plan.directory, i)) != "finished"
+        i for i in range(plan.members) if run_state(member_dir(plan.directory, i)) != "finished"
     ]
     done = {
         i: _finished_result(i, member_dir(plan.directory, i))
@@ -400,15 +393,22 @@ def train_ensemble(
 
 
 def _finished_result(index: int, run_dir: Path) -> MemberResult:
-    results = json.loads((run_dir / RESULTS).read_text())
-    return MemberResult(
-        index, run_dir, "finished", results["test_accuracy"], results.get("train_seconds", 0.0)
-    )
+    """A finished member's figures from its results.json; a damaged file is one line."""
+    path = run_dir / RESULTS
+    try:
+        results = json.loads(path.read_text())
+        accuracy = results["test_accuracy"]
+        seconds = results.get("train_seconds", 0.0)
+    except (OSError, ValueError, RecursionError, TypeError, KeyError, AttributeError) as exc:
+        raise DeepConvNetError(f"{path}: unreadable results ({one_line(exc)})") from exc
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in (accuracy, seconds)):
+        raise DeepConvNetError(f"{path}: test_accuracy and train_seconds must be numbers")
+    return MemberResult(index, run_dir, "finished", accuracy, seconds)
 
 
 def _start_line(plan: EnsemblePlan, index: int, where: str) -> str:
     run_dir = member_dir(plan.directory, index)
-    verb = "resuming" if member_state(run_dir) == "resumable" else "starting"
+    verb = "resuming" if run_state(run_dir) == "resumable" else "starting"
     return (
         f"{run_dir.name} {verb} (seed {plan.member_config(index).seed}, "
         f"{plan.member_threads} thread(s)){where}"
@@ -471,7 +471,7 @@ def _start_member_process(plan: EnsemblePlan, index: int):
 def _process_result(plan: EnsemblePlan, index: int, code: int, started: float) -> MemberResult:
     run_dir = member_dir(plan.directory, index)
     seconds = time.perf_counter() - started
-    if code == 0 and member_state(run_dir) == "finished":
+    if code == 0 and run_state(run_dir) == "finished":
         result = _finished_result(index, run_dir)
         result.seconds = seconds
         return result
@@ -524,11 +524,11 @@ def run_member(directory: str | Path, index: int) -> int:
 
     plan = load_plan(directory)
     run_dir = member_dir(plan.directory, index)
-    state = member_state(run_dir)
+    state = run_state(run_dir)
     if state == "finished":
         return 0
     if state == "new":
-        _clear_unstarted(run_dir)
+        clear_unstarted_run(run_dir)
     try:
         train(plan.member_config(index), run_dir, resume=state == "resumable", progress=False)
     except TrainingInterrupted as stop:
@@ -557,18 +557,19 @@ def _run_ray(plan: EnsemblePlan, todo: list[int], log: Log, address: str) -> lis
             log_to_driver=False,
         )
     task = ray.remote(num_cpus=plan.member_threads, max_retries=0)(train_member_files)
-    refs, results = {}, []
+    refs, results, waiting = {}, [], list(todo)
+
+    def submit(index: int) -> None:
+        log(_start_line(plan, index, f" on Ray ({address})"))
+        run_dir = member_dir(plan.directory, index)
+        resume_files = read_run_files(run_dir) if run_state(run_dir) == "resumable" else {}
+        config = json.dumps(asdict(plan.member_config(index)))
+        refs[task.remote(config, resume_files)] = (index, time.perf_counter())
+
     try:
-        for index in todo:
-            config = plan.member_config(index)
-            log(_start_line(plan, index, f" on Ray ({address})"))
-            run_dir = member_dir(plan.directory, index)
-            resume_files = read_run_files(run_dir) if member_state(run_dir) == "resumable" else {}
-            refs[task.remote(json.dumps(asdict(config)), resume_files)] = (
-                index,
-                time.perf_counter(),
-            )
-        while refs:
+        while waiting or refs:
+            while waiting and len(refs) < plan.workers:  # --workers members at once, as locally
+                submit(waiting.pop(0))
             ready, _ = ray.wait(list(refs), num_returns=1)
             index, started = refs.pop(ready[0])
             result = _ray_result(plan, index, ready[0], started)
@@ -577,9 +578,8 @@ def _run_ray(plan: EnsemblePlan, todo: list[int], log: Log, address: str) -> lis
     except KeyboardInterrupt:
         for ref in refs:
             ray.cancel(ref, force=True)
-        results += [
-            MemberResult(i, member_dir(plan.directory, i), "interrupted") for i, _ in refs.values()
-        ]
+        stopped = [i for i, _ in refs.values()] + waiting
+        results += [MemberResult(i, member_dir(plan.directory, i), "interrupted") for i in stopped]
         log("interrupted: members not yet returned were cancelled (finished ones are saved)")
     finally:
         if started_here:

@@ -32,7 +32,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from deepconvnet.errors import DeepConvNetError
+from deepconvnet import __version__
+from deepconvnet.errors import DeepConvNetError, Interrupted
+from deepconvnet.fileio import one_line
 from deepconvnet.layers import (
     Convolution,
     MaxPooling,
@@ -122,72 +124,151 @@ def run_depth_experiment(
     out_dir: str | os.PathLike,
     *,
     log: Callable[[str], None] | None = None,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Train every (model, size) cell with :func:`deepconvnet.train.train` and tabulate it.
 
     Each cell gets a fresh run directory ``out_dir/runs/<model>-n<size>`` (recorded relative to
     ``out_dir``); ``config.extra`` is merged into the record (``"command"`` and a ``"notes"``
-    list of strings are shown in the Markdown notes). Writes
-    ``depth_experiment.json``, ``depth_experiment.md`` and ``depth_experiment.png`` into
-    ``out_dir`` (after every cell, so an interrupted experiment keeps what it finished) and
-    returns the JSON record.
+    list of strings are shown in the Markdown notes). ``depth_experiment.json`` is written before
+    the first cell and, with ``depth_experiment.md`` and ``depth_experiment.png``, after every
+    cell. ``resume`` carries on the experiment in ``out_dir`` with its recorded settings
+    (``config`` is then ignored): finished cells are kept, an interrupted one resumes from its
+    checkpoint. Returns the JSON record.
     """
-    from deepconvnet.train import TrainConfig, train
-
     log = log or (lambda message: None)
     out_dir = Path(out_dir)
-    _check_depth_can_start(config, out_dir, log)
-    epochs = epochs_for_sizes(config.sizes, config.epochs)
+    if resume:
+        record = read_depth_record(out_dir)
+        config = depth_config_from(record)
+    else:
+        _check_depth_can_start(config, out_dir, log)
+        record = _new_depth_record(config)
+        _write_depth_json(record, out_dir)
+    done = {(cell["model"], cell["train_size"]) for cell in record["cells"]}
+    for size, n_epochs in zip(config.sizes, record["epochs"], strict=True):
+        for name in config.models:
+            if (name, size) not in done:
+                _run_depth_cell(config, record, out_dir, name, size, n_epochs, log)
+    return record
+
+
+def _new_depth_record(config: DepthConfig) -> dict[str, Any]:
     models = [build_depth_model(name, backend="reference") for name in config.models]
-    stage_rfs = assert_matching_receptive_fields(models)
-    record: dict[str, Any] = {
+    return {
         "experiment": "depth",
+        "version": __version__,
         "models": {m.name: _describe(m) for m in models},
-        "stage_receptive_fields": stage_rfs,
+        "stage_receptive_fields": assert_matching_receptive_fields(models),
         "sizes": list(config.sizes),
-        "epochs": epochs,
+        "epochs": epochs_for_sizes(config.sizes, config.epochs),
         "seed": config.seed,
         "threads": config.threads,
+        "dataset": config.dataset,
+        "data_dir": config.data_dir,
+        "backend": config.backend,
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
         "cells": [],
+        "total_seconds": 0.0,
         **config.extra,
     }
+
+
+def _run_depth_cell(config, record, out_dir: Path, name: str, size: int, n_epochs: int, log):
+    """Train (or finish) one cell, add it to the record and rewrite the report."""
+    from deepconvnet.train import TrainConfig, clear_unstarted_run, run_state, train
+
+    run_dir = out_dir / "runs" / f"{name}-n{size}"
+    state = run_state(run_dir)
     started = time.perf_counter()
-    for size, n_epochs in zip(config.sizes, epochs, strict=True):
-        for name in config.models:
-            run_dir = out_dir / "runs" / f"{name}-n{size}"
-            log(f"depth: {name} on {size} images, {n_epochs} epochs -> {run_dir}")
-            result = train(
-                TrainConfig(
-                    model=name,
-                    dataset=config.dataset,
-                    data_dir=config.data_dir,
-                    epochs=n_epochs,
-                    seed=config.seed,
-                    train_limit=size,
-                    threads=config.threads,
-                    backend=config.backend,
-                ),
-                run_dir,
-                log=log,
-                progress=False,
-            )
-            record["cells"].append(
-                {
-                    "model": name,
-                    "train_size": size,
-                    "epochs": n_epochs,
-                    "test_accuracy": result.test_accuracy,
-                    "test_correct": result.correct,
-                    "test_total": result.total,
-                    "train_seconds": result.wall_seconds,
-                    "final_train_loss": result.history[-1]["train_loss"],
-                    "run_dir": run_dir.relative_to(out_dir).as_posix(),
-                }
-            )
-            record["total_seconds"] = time.perf_counter() - started
-            write_depth_report(record, out_dir)
+    if state != "finished":
+        log(f"depth: {name} on {size} images, {n_epochs} epochs -> {run_dir}")
+        if state == "new":
+            clear_unstarted_run(run_dir)  # stopped before its first checkpoint: start afresh
+        train_config = TrainConfig(
+            model=name,
+            dataset=config.dataset,
+            data_dir=config.data_dir,
+            epochs=n_epochs,
+            seed=config.seed,
+            train_limit=size,
+            threads=config.threads,
+            backend=config.backend,
+        )
+        try:
+            train(train_config, run_dir, resume=state == "resumable", log=log, progress=False)
+        except Interrupted as stop:
+            raise Interrupted(
+                f"depth experiment stopped in {run_dir}; resume with: "
+                f"deepconvnet experiment depth --resume {out_dir}"
+            ) from stop
+    record["cells"].append(_depth_cell(out_dir, run_dir, name, size, n_epochs))
+    record["total_seconds"] = record.get("total_seconds", 0.0) + time.perf_counter() - started
+    write_depth_report(record, out_dir)
+
+
+def _depth_cell(out_dir: Path, run_dir: Path, name: str, size: int, n_epochs: int) -> dict:
+    """A finished cell's row, read from its run directory (results.json, metrics.jsonl)."""
+    from deepconvnet.train import METRICS, RESULTS
+
+    try:
+        results = json.loads((run_dir / RESULTS).read_text())
+        last_epoch = json.loads((run_dir / METRICS).read_text().splitlines()[-1])
+        return {
+            "model": name,
+            "train_size": size,
+            "epochs": n_epochs,
+            "test_accuracy": results["test_accuracy"],
+            "test_correct": results["test_correct"],
+            "test_total": results["test_total"],
+            "train_seconds": results["train_seconds"],
+            "final_train_loss": last_epoch["train_loss"],
+            "run_dir": run_dir.relative_to(out_dir).as_posix(),
+        }
+    except (OSError, ValueError, IndexError, KeyError, TypeError) as exc:
+        raise DeepConvNetError(f"{run_dir}: unreadable results ({one_line(exc)})") from exc
+
+
+def read_depth_record(out_dir: Path) -> dict[str, Any]:
+    """The record of the experiment in ``out_dir`` (what --resume carries on)."""
+    path = out_dir / "depth_experiment.json"
+    try:
+        record = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DeepConvNetError(
+            f"{out_dir}: no depth experiment to resume (no {path.name})"
+        ) from None
+    except (OSError, ValueError, RecursionError) as exc:
+        raise DeepConvNetError(f"{path}: unreadable ({one_line(exc)})") from exc
+    if not isinstance(record, dict) or record.get("experiment") != "depth":
+        raise DeepConvNetError(f"{path}: not a depth experiment's record")
     return record
+
+
+def depth_config_from(record: dict[str, Any]) -> DepthConfig:
+    """The settings a recorded experiment ran with; a damaged record is one line."""
+    try:
+        config = DepthConfig(
+            sizes=tuple(record["sizes"]),
+            epochs=tuple(record["epochs"]),
+            models=tuple(record["models"]),
+            seed=record["seed"],
+            threads=record["threads"],
+            dataset=record.get("dataset", "mnist"),
+            data_dir=record.get("data_dir"),
+            backend=record.get("backend"),
+        )
+        if not isinstance(record["cells"], list) or len(config.epochs) != len(config.sizes):
+            raise ValueError("cells or epochs do not fit the sizes")
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DeepConvNetError(f"depth_experiment.json: damaged record ({one_line(exc)})") from exc
+    return config
+
+
+def _write_depth_json(record: dict[str, Any], out_dir: Path) -> Path:
+    from deepconvnet.fileio import atomic_write_text
+
+    return atomic_write_text(out_dir / "depth_experiment.json", json.dumps(record, indent=2) + "\n")
 
 
 def _check_depth_can_start(config: DepthConfig, out_dir: Path, log: Callable[[str], None]) -> None:
@@ -225,9 +306,7 @@ def write_depth_report(record: dict[str, Any], out_dir: str | os.PathLike) -> di
 
     out_dir = Path(out_dir)
     paths = {
-        "json": atomic_write_text(
-            out_dir / "depth_experiment.json", json.dumps(record, indent=2) + "\n"
-        ),
+        "json": _write_depth_json(record, out_dir),
         "markdown": atomic_write_text(out_dir / "depth_experiment.md", depth_markdown(record)),
     }
     if record["cells"]:
@@ -278,7 +357,9 @@ def depth_notes(record: dict[str, Any]) -> list[str]:
         "He init, Adam lr 0.001, batch 100, seed "
         f"{record['seed']} (same data order for both), trained by the same Trainer as "
         "`deepconvnet train`; test accuracy on the full 10,000-image test set, evaluated once.",
-        "Training sets are the first N images of the MNIST training set.",
+        f"Training sets are the first N images of the {record.get('dataset', 'mnist')} "
+        "training set.",
+        f"deepconvnet {record.get('version', 'version not recorded')}. "
         f"Machine: {record['machine']['platform']}, {record['machine']['cpus']} CPU cores, "
         f"threads {record['threads'] or 'all'}. The cores were shared with other jobs while "
         "this ran, so the times are indicative only; compare the two networks within a row "

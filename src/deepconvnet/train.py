@@ -23,6 +23,7 @@ import math
 import os
 import platform
 import resource
+import shutil
 import signal
 import sys
 import time
@@ -528,6 +529,27 @@ def _check_run_dir(run_dir: Path | None, resume: bool) -> None:
     _check_creatable(run_dir)
 
 
+def run_state(run_dir: Path) -> str:
+    """``"finished"``, ``"resumable"`` (a checkpoint), or ``"new"`` (nothing worth keeping)."""
+    if (run_dir / RESULTS).is_file():
+        return "finished"
+    if (run_dir / CHECKPOINT).is_file():
+        return "resumable"
+    return "new"
+
+
+def clear_unstarted_run(run_dir: Path) -> None:
+    """A run killed before its first checkpoint leaves config.json and plots/: clear them so
+    that it can start afresh (anything else in the directory is refused, not deleted)."""
+    if not run_dir.exists():
+        return
+    leftovers = {p.name for p in run_dir.iterdir()}
+    if not leftovers <= {CONFIG, "plots"}:
+        raise DeepConvNetError(f"{run_dir}: unexpected files {sorted(leftovers)}; move them away")
+    (run_dir / CONFIG).unlink(missing_ok=True)
+    shutil.rmtree(run_dir / "plots", ignore_errors=True)
+
+
 def _why_no_checkpoint(run_dir: Path) -> str:
     """A run killed (SIGKILL, power loss) before its first checkpoint leaves its config only."""
     if (run_dir / CONFIG).is_file():
@@ -651,7 +673,14 @@ def _after_divergence(run_dir: Path) -> str:
 def load_config(run_dir: str | Path) -> TrainConfig:
     """The configuration a run was started with, from its config.json (checked: a hand-edited
     value is a one-line error naming it, not a traceback halfway into the run)."""
-    config = TrainConfig.from_dict(_read_config(Path(run_dir)).get("config", {}))
+    data = _read_config(Path(run_dir))
+    if "config" not in data:  # not a default configuration: a damaged file
+        raise DeepConvNetError(f"{Path(run_dir) / CONFIG}: no 'config' (the run's options)")
+    recorded = data["config"]
+    if not isinstance(recorded, dict):
+        kind = type(recorded).__name__
+        raise DeepConvNetError(f"{Path(run_dir) / CONFIG}: 'config' is a JSON {kind}, not object")
+    config = TrainConfig.from_dict(recorded)
     problem = config.problem()
     if problem:
         raise DeepConvNetError(f"{Path(run_dir) / CONFIG}: {problem}")
@@ -758,15 +787,14 @@ def _load_checkpoint(run_dir: Path, model, optimizer) -> TrainState:
     """Restore model, optimizer and random state from checkpoint.npz. A damaged file (an entry
     missing, unexpected, mis-shaped, mistyped or non-finite) is a one-line CheckpointError naming
     it: never a traceback, nor a resume that silently differs from the uninterrupted run."""
-    from deepconvnet.checkpoint import checked_array, decode_entry, read_arrays
+    from deepconvnet.checkpoint import decode_entry, read_arrays, restore_arrays
 
     path = run_dir / CHECKPOINT
     arrays = read_arrays(path)
     state = _decode_state(path, arrays)
     if decode_entry(path, arrays, "__spec__", TRAINING_CHECKPOINT) != model.spec():
         raise CheckpointError(f"{path}: checkpoint is of another architecture than {CONFIG}")
-    for name, target in {**model.params(), **model.buffers()}.items():
-        target[...] = checked_array(path, arrays, f"model/{name}", target.shape)
+    restore_arrays(path, arrays, {**model.params(), **model.buffers()}, prefix="model/")
     optim = {k.removeprefix("optim/"): v for k, v in arrays.items() if k.startswith("optim/")}
     _check_optimizer_state(path, optim, optimizer, model.params())
     try:
@@ -795,7 +823,7 @@ def _check_optimizer_state(path: Path, optim: dict[str, np.ndarray], optimizer, 
         odd = sorted(set(optim) ^ (set(scalars) | set(slots)))
         raise CheckpointError(f"{path}: optimizer state does not fit {optimizer!r} ({odd[0]!r})")
     for key, param in slots.items():
-        checked_array(path, optim, key, param.shape)
+        checked_array(path, optim, key, param.shape, param.dtype)
 
 
 def _decode_state(path: Path, arrays: dict[str, np.ndarray]) -> TrainState:

@@ -13,6 +13,7 @@ from deepconvnet.cli.common import (
     add_model_argument,
     add_threads_option,
     check_fits_test_images,
+    figure_beside,
     load_test_dataset,
     load_trained_model,
     nonempty_path,
@@ -20,6 +21,7 @@ from deepconvnet.cli.common import (
     plot_or_warn,
     positive_int,
 )
+from deepconvnet.cli.train import given_options, leave_out_defaults, refuse_with_resume
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -45,7 +47,8 @@ def _register_misclassified(sub: argparse._SubParsersAction) -> None:
         type=nonempty_path,
         default=None,
         metavar="FILE.png",
-        help="the figure (default: plots/misclassified.png beside the model)",
+        help="the figure (default: plots/misclassified.png beside the model; "
+        "plots/misclassified-DATASET.png for a --dataset other than the run's)",
     )
     parser.add_argument(
         "--max",
@@ -75,7 +78,7 @@ def run_misclassified(args: argparse.Namespace) -> int:
     check_fits_test_images(model, model_path, dataset)
     mistakes = misclassified(model.predict_proba(images), dataset.test_labels)
     shown = mistakes[: args.max]
-    out = Path(args.out) if args.out else model_path.parent / "plots" / "misclassified.png"
+    out = Path(args.out) if args.out else figure_beside(model_path, "misclassified", dataset.name)
     total = len(dataset.test_labels)
 
     def draw() -> Path:
@@ -219,10 +222,23 @@ def _register_experiment(sub: argparse._SubParsersAction) -> None:
         metavar="DIR",
         help="where the table, plot and runs go (default: runs/depth-<timestamp>)",
     )
-    depth.add_argument("--seed", type=nonnegative_int, default=0, help="(default 0)")
+    depth.add_argument(
+        "--seed",
+        type=nonnegative_int,
+        default=0,
+        help="seed of both networks' runs: the same data order and dropout draws (default: 0)",
+    )
+    depth.add_argument(
+        "--resume",
+        type=nonempty_path,
+        default=None,
+        metavar="DIR",
+        help="finish the stopped experiment in DIR with its recorded settings (no other option "
+        "may be given with it)",
+    )
     add_threads_option(depth)
     add_data_options(depth)
-    depth.set_defaults(func=run_experiment_depth)
+    depth.set_defaults(func=run_experiment_depth, option_defaults=leave_out_defaults(depth))
 
 
 def run_experiment_depth(args: argparse.Namespace) -> int:
@@ -237,6 +253,12 @@ def run_experiment_depth(args: argparse.Namespace) -> int:
         run_depth_experiment,
     )
 
+    given = given_options(args)
+    if args.resume is not None:
+        refuse_with_resume(given, ("resume",), "experiment")
+        out = Path(args.resume)
+        record = run_depth_experiment(DepthConfig(), out, log=_log, resume=True)
+        return _print_depth_table(record, out)
     if args.quick:
         sizes = parse_sizes(args.sizes) if args.sizes else QUICK_SIZES
         epochs = parse_epochs(args.epochs) if args.epochs else (QUICK_EPOCHS,)
@@ -254,7 +276,14 @@ def run_experiment_depth(args: argparse.Namespace) -> int:
         data_dir=args.data_dir,
         extra={"command": _depth_command(sizes, epochs, args)},
     )
-    record = run_depth_experiment(config, out, log=lambda m: print(m, file=sys.stderr, flush=True))
+    return _print_depth_table(run_depth_experiment(config, out, log=_log), out)
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _print_depth_table(record: dict, out: Path) -> int:
     print(f"{'size':>7} {'epochs':>6}  {'network':<16}{'accuracy':>9}{'seconds':>9}")
     for c in record["cells"]:
         print(

@@ -140,10 +140,12 @@ def add_data_options(parser: argparse.ArgumentParser, *, tests_a_model: bool = F
     )
     parser.add_argument(
         "--data-dir",
+        type=nonempty_path,
         default=None,
         metavar="DIR",
-        help="directory holding the four IDX files (default: $DEEPCONVNET_DATA, then the cache, "
-        "then the network)",
+        help="directory holding the four IDX files (default: $DEEPCONVNET_DATA, then the system "
+        "copy (Fashion-MNIST's Debian package), then the cache ($DEEPCONVNET_CACHE, default "
+        "~/.cache/deepconvnet), then the network unless $DEEPCONVNET_OFFLINE=1)",
     )
 
 
@@ -174,6 +176,20 @@ def load_test_dataset(args: argparse.Namespace, model_path: Path):
     from deepconvnet.data import load_dataset
 
     return load_dataset(args.dataset or trained_on(model_path) or "mnist", args.data_dir)
+
+
+def figure_beside(model_path: Path, stem: str, dataset_name: str) -> Path:
+    """``plots/STEM.png`` beside the model for its own dataset; ``plots/STEM-DATASET.png`` for
+    another (``--dataset``), with a note: scoring a Fashion-MNIST run on digits must neither pass
+    unremarked nor replace the run's own figure."""
+    own = trained_on(model_path) or "mnist"
+    if dataset_name == own:
+        return model_path.parent / "plots" / f"{stem}.png"
+    print(
+        f"deepconvnet: note: {model_path} was trained on {own}; testing it on {dataset_name}",
+        file=sys.stderr,
+    )
+    return model_path.parent / "plots" / f"{stem}-{dataset_name}.png"
 
 
 def trained_on(model_path: Path) -> str | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from deepconvnet.cli.common import (
     add_data_options,
@@ -12,8 +13,15 @@ from deepconvnet.cli.common import (
     load_test_dataset,
     nonempty_path,
     positive_int,
+    trained_on,
 )
-from deepconvnet.cli.train import add_train_options, config_from_args
+from deepconvnet.cli.train import (
+    add_train_options,
+    config_from_args,
+    given_options,
+    leave_out_defaults,
+    refuse_with_resume,
+)
 from deepconvnet.errors import EXIT_INTERRUPTED
 
 EXIT_FAILED = 1
@@ -64,7 +72,8 @@ def _register_train(sub: argparse._SubParsersAction) -> None:
         type=nonempty_path,
         default=None,
         metavar="DIR",
-        help="finish the unfinished members of DIR",
+        help="finish the unfinished members of DIR with its saved options (only --workers, "
+        "--threads, --ray-address and --no-progress may be given with it)",
     )
     parser.add_argument(
         "--ray-address",
@@ -74,7 +83,11 @@ def _register_train(sub: argparse._SubParsersAction) -> None:
         "needs the 'ray' extra",
     )
     add_train_options(parser)
-    parser.set_defaults(func=run_ensemble_train)
+    parser.set_defaults(func=run_ensemble_train, option_defaults=leave_out_defaults(parser))
+
+
+# Options `ensemble train --resume` accepts: how the rest is run, not what it computes.
+RESUME_OPTIONS = ("resume", "workers", "threads", "ray_address", "no_progress")
 
 
 def run_ensemble_train(args: argparse.Namespace) -> int:
@@ -87,7 +100,9 @@ def run_ensemble_train(args: argparse.Namespace) -> int:
     )
     from deepconvnet.errors import DeepConvNetError
 
+    given = given_options(args)
     if args.resume:
+        refuse_with_resume(given, RESUME_OPTIONS, "ensemble")
         plan = load_plan(args.resume, args.workers, args.threads)
     else:
         if not args.out:
@@ -162,7 +177,9 @@ def run_ensemble_evaluate(args: argparse.Namespace) -> int:
 
     set_threads(args.threads)
     models = member_model_paths(args.paths)
-    dataset = load_test_dataset(args, models[0])  # the first member's dataset unless --dataset
+    if args.dataset is None:
+        _check_one_training_set(models)
+    dataset = load_test_dataset(args, models[0])
     images, labels = dataset.test_images[: args.limit], dataset.test_labels[: args.limit]
     source = f"the {dataset.name} test images"
     classes = len(dataset.class_names)
@@ -173,6 +190,18 @@ def run_ensemble_evaluate(args: argparse.Namespace) -> int:
     for path, accuracy in zip(report["paths"], report["members"], strict=True):
         print(f"{accuracy:.4f}  {path}")
     n = len(report["members"])
+    print(f"on the {dataset.name} test set ({len(labels)} images)")
     print(f"{report['ensemble']:.4f}  ensemble of {n} (averaged probabilities)")
     print(f"{report['vote']:.4f}  ensemble of {n} (majority vote)")
     return 0
+
+
+def _check_one_training_set(models: list[Path]) -> None:
+    """Refuse members trained on different datasets (without --dataset, the one to test them
+    on): a one-line error, not a test whose dataset depends on the order of the members."""
+    from deepconvnet.errors import DeepConvNetError
+
+    datasets = {path: trained_on(path) or "mnist" for path in models}
+    if len(set(datasets.values())) > 1:
+        kinds = ", ".join(f"{path}: {name}" for path, name in datasets.items())
+        raise DeepConvNetError(f"members trained on different datasets ({kinds}); give --dataset")

@@ -121,9 +121,14 @@ def _register_import_book(sub: argparse._SubParsersAction) -> None:
         type=nonempty_path,
         required=True,
         metavar="DIR|model.npz",
-        help="a .npz file, or a directory",
+        help="a .npz file, or a directory (it receives model.npz)",
     )
-    parser.add_argument("--arch", choices=ARCHITECTURES, default="deepconvnet", help="architecture")
+    parser.add_argument(
+        "--arch",
+        choices=ARCHITECTURES,
+        default="deepconvnet",
+        help="the network the pickle holds (default: deepconvnet, figure 8-1)",
+    )
     parser.add_argument(
         "--dtype",
         choices=("float64", "float32"),

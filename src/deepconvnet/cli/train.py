@@ -14,6 +14,7 @@ from deepconvnet.cli.common import (
     add_model_name_option,
     add_threads_option,
     check_fits_test_images,
+    figure_beside,
     load_test_dataset,
     load_trained_model,
     nonempty_path,
@@ -38,6 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def add_train_options(parser: argparse.ArgumentParser) -> None:
     """Every option of a training run; `ensemble train` takes the same ones."""
+    from deepconvnet.data.augment import SPEC_HELP
     from deepconvnet.train import DTYPES, TrainConfig
 
     d = TrainConfig()
@@ -90,8 +92,7 @@ def add_train_options(parser: argparse.ArgumentParser) -> None:
         "--augment",
         default=d.augment,
         metavar="SPEC",
-        help="data augmentation (default: none): a preset (standard, elastic) or keys such as "
-        "rotate=15,shift=0.1,scale=0.15",
+        help=f"data augmentation (default: none): {SPEC_HELP}",
     )
     parser.add_argument(
         "--seed",
@@ -104,14 +105,15 @@ def add_train_options(parser: argparse.ArgumentParser) -> None:
         type=positive_int,
         default=None,
         metavar="N",
-        help="train on the first N training images only (quick runs)",
+        help="train on the first N training images only, for quick runs (default: all)",
     )
     parser.add_argument(
         "--val",
         type=nonnegative_int,
         default=0,
         metavar="N",
-        help="hold out N training images to monitor validation accuracy each epoch",
+        help="hold out N of the training images (of the first N of --train-limit, when given) "
+        "to monitor validation accuracy each epoch; chosen by --seed (default: 0, none)",
     )
     add_threads_option(parser)
     parser.add_argument(
@@ -125,14 +127,14 @@ def add_train_options(parser: argparse.ArgumentParser) -> None:
         choices=DTYPES,
         default=d.dtype,
         help="arithmetic of parameters and activations (default: float32); float64 is what the "
-        "book's code computes in (its weights are float64 arrays), about twice as slow",
+        "book's code computes in (its weights are float64 arrays), about 1.8x slower",
     )
     parser.add_argument(
         "--checkpoint-every",
         type=nonnegative_int,
         default=0,
         metavar="N",
-        help="also checkpoint every N steps (a checkpoint is always written after each epoch)",
+        help="also checkpoint every N steps (default: 0, only after each epoch, as always)",
     )
     parser.add_argument(
         "--dropout",
@@ -221,10 +223,10 @@ def _register_train(sub: argparse._SubParsersAction) -> None:
         help="carry on an interrupted run with its saved configuration (only --threads, "
         "--data-dir and --no-progress may be given with it)",
     )
-    parser.set_defaults(func=run_train, option_defaults=_leave_out_defaults(parser))
+    parser.set_defaults(func=run_train, option_defaults=leave_out_defaults(parser))
 
 
-def _leave_out_defaults(parser: argparse.ArgumentParser) -> dict[str, Any]:
+def leave_out_defaults(parser: argparse.ArgumentParser) -> dict[str, Any]:
     """Keep every option out of the parsed namespace unless the command line gives it, and return
     the defaults for :func:`given_options` to put back. Comparing values with the defaults instead
     would miss an option given at its default: ``--resume RUN --epochs 20`` on a 5-epoch run."""
@@ -237,8 +239,7 @@ def _leave_out_defaults(parser: argparse.ArgumentParser) -> dict[str, Any]:
 def given_options(args: argparse.Namespace) -> list[str]:
     """The options the command line gave (in --help order); gives the others their defaults.
 
-    Idempotent; a namespace from a parser whose defaults were not left out (``ensemble train``)
-    is left as it is."""
+    Idempotent; a namespace from a parser whose defaults were not left out is left as it is."""
     defaults = getattr(args, "option_defaults", {})
     given = [name for name in defaults if hasattr(args, name)]
     for name, value in defaults.items():
@@ -247,19 +248,37 @@ def given_options(args: argparse.Namespace) -> list[str]:
     return given
 
 
-def run_train(args: argparse.Namespace) -> int:
+def refuse_with_resume(given: list[str], accepted: tuple[str, ...], what: str) -> None:
+    """A one-line error naming the options given with --resume that it does not accept: they
+    would be silently ignored, as what is resumed carries on with its saved options."""
     from deepconvnet.errors import DeepConvNetError
+
+    refused = [_flag(name) for name in given if name not in accepted]
+    if refused:
+        others = [_flag(name) for name in accepted if name != "resume"]
+        if not others:
+            allowed = "no other option may be given with it"
+        elif len(others) == 1:
+            allowed = f"only {others[0]} may be given with it"
+        else:
+            allowed = f"only {', '.join(others[:-1])} and {others[-1]} may be given with it"
+        raise DeepConvNetError(
+            f"--resume carries on with the {what}'s saved options; drop {', '.join(refused)} "
+            f"({allowed})"
+        )
+
+
+def _flag(name: str) -> str:
+    return f"--{name.replace('_', '-')}"
+
+
+def run_train(args: argparse.Namespace) -> int:
     from deepconvnet.train import load_config, recorded_threads, train
 
     given = given_options(args)
     resume = args.resume is not None
     if resume:
-        refused = [f"--{name.replace('_', '-')}" for name in given if name not in RESUME_OPTIONS]
-        if refused:
-            raise DeepConvNetError(
-                f"--resume carries on with the run's saved options; drop {', '.join(refused)} "
-                "(only --threads, --data-dir and --no-progress may be given with it)"
-            )
+        refuse_with_resume(given, RESUME_OPTIONS, "run")
         run_dir = Path(args.resume)
         config = load_config(run_dir)
         if "data_dir" in given:
@@ -292,7 +311,8 @@ def _register_evaluate(sub: argparse._SubParsersAction) -> None:
         help="accuracy, per-class accuracy and confusion matrix on the full test set",
         description=(
             "Evaluate a trained model on the full test set: accuracy, per-class accuracy and the "
-            "confusion matrix (printed, and saved as plots/confusion.png beside the model)."
+            "confusion matrix (printed, and saved as plots/confusion.png beside the model; "
+            "plots/confusion-DATASET.png for a --dataset other than the run's)."
         ),
     )
     add_model_argument(parser)
@@ -317,7 +337,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         lambda: confusion_heatmap(
             report["confusion"],
             list(dataset.class_names),
-            model_path.parent / "plots" / "confusion.png",
+            figure_beside(model_path, "confusion", dataset.name),
             title=f"Confusion matrix - {dataset.name} test set, accuracy {report['accuracy']:.4f}",
         ),
         "confusion plot",
