@@ -78,10 +78,19 @@ def table(rows: list[dict]) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--runs", type=Path, default=Path("runs/reproduce_book"))
+    parser.add_argument(
+        "--seeds", type=int, nargs="+", default=[0, 1, 2], help="one run per seed (default: 0 1 2)"
+    )
+    parser.add_argument("--epochs", type=int, default=20, help="epochs (default: 20, the book's)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="threads of each run (default: all cores)"
+    )
+    parser.add_argument(
+        "--runs",
+        type=Path,
+        default=Path("runs/reproduce_book"),
+        help="where the run directories go (default: runs/reproduce_book)",
+    )
     parser.add_argument(
         "--from",
         dest="existing",

@@ -17,7 +17,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "recorded SHA-256 checksums, and report counts, checksums, source and cache path.",
     )
     add_data_options(parser)
-    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help='print {"dataset", "source", "cache", "train", "test"}, each split {"n", '
+        '"sha256_images", "sha256_labels", "label_counts"}',
+    )
     parser.set_defaults(func=run_data)
 
 

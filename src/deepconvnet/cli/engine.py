@@ -30,7 +30,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     add_model_name_option(summary)
-    summary.add_argument("--json", action="store_true", help="print one JSON object")
+    summary.add_argument(
+        "--json",
+        action="store_true",
+        help='print {"name", "input_shape", "params", "macs", "layers": [{"name", "type", '
+        '"output_shape", "params", "receptive_field", "macs"}, ...]}',
+    )
     summary.add_argument(
         "--compare-filters",
         action="store_true",
@@ -52,7 +57,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     add_model_name_option(check)
-    check.add_argument("--json", action="store_true", help="print one JSON object")
+    check.add_argument(
+        "--json",
+        action="store_true",
+        help='print {"max_relative_error", "per_parameter": {name: error}}',
+    )
     check.add_argument("--seed", type=nonnegative_int, default=0, help="random seed (default 0)")
     check.add_argument(
         "--samples", type=positive_int, default=5, help="entries checked per parameter (default 5)"

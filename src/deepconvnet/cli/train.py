@@ -318,7 +318,12 @@ def _register_evaluate(sub: argparse._SubParsersAction) -> None:
     add_model_argument(parser)
     add_data_options(parser, tests_a_model=True)
     add_threads_option(parser)
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help='print {"accuracy", "correct", "total", "per_class": [per class], "confusion": '
+        "[[rows: true class, columns: predicted]]}",
+    )
     parser.set_defaults(func=run_evaluate)
 
 
