@@ -275,3 +275,29 @@ def test_the_books_weights_classify_9797_of_the_mnist_test_set(tmp_path):
     dataset = load_dataset("mnist")
     predicted = model.predict(to_float(dataset.test_images), batch_size=500)
     assert int((predicted == dataset.test_labels).sum()) == 9797
+
+
+def test_a_small_pickle_cannot_build_more_than_the_parameters_need(tmp_path):
+    """One memoised 100 kB string encoded 100 times: a 100 kB file asking for 10 MB (the
+    reviewer's 2.8 MB file asked for 300 GB)."""
+    size, times = 100_000, 100
+    body = b"\x80\x02" + b"c_codecs\nencode\nq\x00"
+    body += b"X" + size.to_bytes(4, "little") + b"a" * size + b"X\x06\x00\x00\x00latin1\x86q\x01"
+    body += b"]" + b"h\x00h\x01Ra" * times + b"."
+    path = tmp_path / "amplify.pkl"
+    path.write_bytes(body)
+    with pytest.raises(CheckpointError, match="builds more data than the book's parameters"):
+        read_book_params(path)
+
+
+def test_weights_beyond_float32_are_refused_when_imported_in_float32(tmp_path, capsys):
+    params = book_params(np.random.default_rng(0))
+    params["W8"] = params["W8"] * 1e308  # finite in float64
+    path = write_pickle(tmp_path / "huge.pkl", params)
+    with pytest.raises(CheckpointError, match="W8 holds values beyond float32"):
+        book_model(read_book_params(path), dtype=np.float32, source=str(path))
+    assert (
+        main(["import-book", str(path), "--out", str(tmp_path / "m.npz"), "--dtype", "float32"])
+        == 2
+    )
+    assert not (tmp_path / "m.npz").exists()

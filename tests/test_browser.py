@@ -52,12 +52,13 @@ def draw_seven(page, canvas) -> None:
     page.mouse.up()
 
 
-def draw_page(url: str, screenshot: Path) -> dict:
-    """Open the page, draw, wait for the answer; returns what the page shows."""
+def draw_page(url: str, screenshot: Path, width: int = 940) -> dict:
+    """Open the page ``width`` pixels wide, draw, wait for the answer; returns what the page
+    shows."""
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=_chromium(), args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport={"width": 940, "height": 640})
+            page = browser.new_page(viewport={"width": width, "height": 640})
             page.route(lambda u: not u.startswith(url), lambda route: route.abort())
             answers = []
             page.on(
@@ -85,6 +86,7 @@ def draw_page(url: str, screenshot: Path) -> dict:
                     ".bar-track", "els => els.map(e => e.getBoundingClientRect().width)"
                 ),
                 "top": page.locator(".bar-row.top .bar-digit").all_inner_texts(),
+                "page_width": page.evaluate("document.documentElement.scrollWidth"),
                 "seen_ink": page.evaluate(
                     """() => {
                         const c = document.getElementById('seen').getContext('2d');
@@ -127,3 +129,12 @@ def test_drawing_a_digit_shows_a_prediction_and_ten_bars(url, tmp_path):
     np.testing.assert_allclose(shown["widths"], expected, atol=1.0)
     assert shown["seen_ink"] > 10  # the 28x28 input the network saw is drawn
     assert screenshot.stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("width", [320, 360, 390])
+def test_on_a_phone_the_page_fits_its_width_after_drawing(url, tmp_path, width):
+    """The status line under the pad used to widen the page to 416 px: sideways scrolling."""
+    _chromium()
+    shown = draw_page(url, tmp_path / f"phone-{width}.png", width=width)
+    assert shown["label"].isdigit()
+    assert shown["page_width"] <= width

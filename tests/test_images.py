@@ -375,3 +375,35 @@ def test_a_glint_of_glare_does_not_outvote_a_faint_pencil_stroke():
         glared = photo.copy()
         glared[20 : 20 + spot, 30 : 30 + spot] = 1.0
         np.testing.assert_allclose(prepare_digit(glared), clean, atol=1e-6)
+
+
+def test_integer_images_are_scaled_by_their_bit_depth():
+    """A 32-bit image of 0-255 values and 12-bit data in a 16-bit PNG used to be scaled as
+    16-bit: too dark to be anything but blank."""
+    seven = np.asarray(draw_seven((300, 200), dark_on_light=True))
+    eight_bit = load_digit(encode(Image.fromarray(seven), "PNG"))
+    as_int32 = encode(Image.fromarray(seven.astype(np.int32)), "TIFF")
+    np.testing.assert_allclose(load_digit(as_int32), eight_bit, atol=1e-6)
+    twelve_bit = np.rint(seven.astype(np.float64) * 4095 / 255).astype(np.uint16)
+    np.testing.assert_allclose(
+        load_digit(encode(Image.fromarray(twelve_bit), "PNG")), eight_bit, atol=0.01
+    )
+
+
+def test_a_file_larger_than_any_allowed_image_is_refused_unread(tmp_path, monkeypatch):
+    """/dev/zero used to be read until the OOM killer stopped the process."""
+    import deepconvnet.images as images
+
+    monkeypatch.setattr(images, "MAX_FILE_BYTES", 1000)
+    big = tmp_path / "big.png"
+    big.write_bytes(encode(draw_seven((300, 200), dark_on_light=True), "PNG") + bytes(2000))
+    with pytest.raises(ImageTooLargeError, match=r"big.png: more than 1,000 bytes"):
+        load_digit(big)
+    with pytest.raises(ImageTooLargeError, match="more than 1,000 bytes"):
+        load_digit("/dev/zero")
+
+
+def test_raw_pixels_must_be_numbers_not_strings_or_booleans():
+    for bad in ([["0.5"] * 28] * 28, np.ones((28, 28), dtype=bool)):
+        with pytest.raises(ImageError, match=r"expected 28x28 numbers .*not numbers"):
+            pixels_to_digit(bad)

@@ -259,10 +259,11 @@ def test_uploads_are_decoded_at_most_decode_slots_at_a_time(classifier, monkeypa
 
     import deepconvnet.serve.app as app_module
 
-    lock, running, most = threading.Lock(), [0], [0]
+    lock, running, most, threads = threading.Lock(), [0], [0], set()
 
     def slow_load_digit(*args, **kwargs):
         with lock:
+            threads.add(threading.current_thread().name)
             running[0] += 1
             most[0] = max(most[0], running[0])
         time.sleep(0.2)
@@ -283,6 +284,8 @@ def test_uploads_are_decoded_at_most_decode_slots_at_a_time(classifier, monkeypa
                 statuses = list(pool.map(upload, range(6)))
         assert statuses == [200] * 6
     assert most[0] == 2
+    # Only the app's two decoding threads ever decode: each keeps its memory (malloc arena).
+    assert len(threads) == 2 and all(name.startswith("decode") for name in threads)
 
 
 # -- the serve command --------------------------------------------------------------------------

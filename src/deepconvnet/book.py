@@ -72,11 +72,25 @@ class BookUnpickler(pickle.Unpickler):
     """An unpickler that builds only NumPy arrays, dtypes, scalars and plain containers, and no
     array of more than ``max_bytes`` (an :class:`OversizedArray` stands in for it)."""
 
-    def __init__(self, file: Any, *, source: str = "pickle", max_bytes: int | None = None) -> None:
+    def __init__(
+        self,
+        file: Any,
+        *,
+        source: str = "pickle",
+        max_bytes: int | None = None,
+        max_total_bytes: int | None = None,
+    ) -> None:
         super().__init__(file)
         self.source = source
         self.max_bytes = max_bytes
-        self._allocators = {np.ndarray: self._ndarray, _RECONSTRUCT: self._reconstruct}
+        # What every allowed call together may build: a small pickle can call one of them again
+        # and again on one memoised value (1 MB of text encoded 600 times took 649 MB).
+        self.budget = max_total_bytes
+        self._allocators = {
+            np.ndarray: self._ndarray,
+            _RECONSTRUCT: self._reconstruct,
+            _latin1_bytes: self._latin1_bytes,
+        }
 
     def find_class(self, module: str, name: str) -> Any:
         try:
@@ -101,18 +115,43 @@ class BookUnpickler(pickle.Unpickler):
             raise CheckpointError(f"{self.source}: refusing to reconstruct {subtype!r}")
         return self._oversized(shape, dtype) or _RECONSTRUCT(np.ndarray, shape, dtype)
 
+    def _latin1_bytes(self, text: Any, encoding: str = "latin1") -> bytes:
+        """:func:`_latin1_bytes`, counted against the budget before it copies."""
+        self._spend(len(text) if isinstance(text, str) else 0)
+        return _latin1_bytes(text, encoding)
+
     def _oversized(self, shape: Any, dtype: Any) -> OversizedArray | None:
         dims = tuple(int(d) for d in (shape if isinstance(shape, (tuple, list)) else (shape,)))
         dtype = np.dtype(dtype)
-        if self.max_bytes is None or math.prod(dims) * dtype.itemsize <= self.max_bytes:
-            return None
-        return OversizedArray(dims, dtype)
+        nbytes = math.prod(dims) * dtype.itemsize
+        if self.max_bytes is not None and nbytes > self.max_bytes:
+            return OversizedArray(dims, dtype)
+        self._spend(nbytes)
+        return None
+
+    def _spend(self, nbytes: int) -> None:
+        if self.budget is None:
+            return
+        self.budget -= nbytes
+        if self.budget < 0:
+            raise CheckpointError(
+                f"{self.source}: the pickle builds more data than the book's parameters can be"
+            )
 
 
-def restricted_loads(data: bytes, *, source: str = "pickle", max_bytes: int | None = None) -> Any:
+def restricted_loads(
+    data: bytes,
+    *,
+    source: str = "pickle",
+    max_bytes: int | None = None,
+    max_total_bytes: int | None = None,
+) -> Any:
     """Unpickle ``data`` with :class:`BookUnpickler`; any failure is a one-line CheckpointError."""
     try:
-        return BookUnpickler(io.BytesIO(data), source=source, max_bytes=max_bytes).load()
+        unpickler = BookUnpickler(
+            io.BytesIO(data), source=source, max_bytes=max_bytes, max_total_bytes=max_total_bytes
+        )
+        return unpickler.load()
     except CheckpointError:
         raise
     except Exception as exc:  # truncated or malformed pickles raise all sorts
@@ -125,8 +164,15 @@ def read_book_params(path: str | os.PathLike, arch: str = "deepconvnet") -> dict
     path = Path(path)
     shapes = book_shapes(arch)
     largest = max(math.prod(shape) for shape in shapes.values())
-    data = _read_at_most(path, sum(map(math.prod, shapes.values())) * _WIDEST_FLOAT + _SLACK)
-    params = restricted_loads(data, source=str(path), max_bytes=largest * _WIDEST_FLOAT)
+    values = sum(map(math.prod, shapes.values())) * _WIDEST_FLOAT
+    data = _read_at_most(path, values + _SLACK)
+    # Each array is built once and, in a protocol-2 pickle, its bytes decoded once more.
+    params = restricted_loads(
+        data,
+        source=str(path),
+        max_bytes=largest * _WIDEST_FLOAT,
+        max_total_bytes=2 * values + _SLACK,
+    )
     return _validated(params, path, shapes, arch)
 
 
@@ -232,7 +278,10 @@ def book_model(
         params, {key: model.array(name).shape for key, name in slots.items()}, arch, source
     )
     for key, name in slots.items():
-        model.array(name)[...] = params[key]
+        with np.errstate(over="ignore"):
+            model.array(name)[...] = params[key]
+        if not np.isfinite(model.array(name)).all():  # finite in float64, beyond float32
+            raise CheckpointError(f"{source}: {key} holds values beyond {np.dtype(dtype).name}")
     return model
 
 

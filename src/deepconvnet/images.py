@@ -36,6 +36,12 @@ FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF")
 MAX_PIXELS = 40_000_000
 #: Larger images are reduced (box filter) to at most this side before any float work.
 WORK_SIDE = 1024
+#: Files larger than this are refused unread: a 40 MP image at 8 bytes a pixel (16-bit RGBA,
+#: uncompressed), plus room for its headers. Without it, /dev/zero was read until the OOM killer.
+MAX_FILE_BYTES = MAX_PIXELS * 8 + (1 << 20)
+#: Modes whose pixels may be averaged (box-filtered) before conversion to grey; palette and
+#: bilevel images must be converted first (an average of palette indices is no colour).
+AVERAGEABLE_MODES = ("L", "LA", "La", "RGB", "RGBA", "RGBa", "CMYK", "YCbCr", "I", "F")
 
 SIZE = 28  # the MNIST field
 BOX = 20  # the box the digit is fitted into
@@ -91,7 +97,11 @@ def _decode(data: bytes, label: str, max_pixels: int) -> np.ndarray:
         _check_size(img.size, label, max_pixels)
         img.draft("L", (WORK_SIDE, WORK_SIDE))  # JPEG: decode at a reduced scale
         img.load()
-        return _to_grey(ImageOps.exif_transpose(img), label)
+        with warnings.catch_warnings():
+            # A damaged EXIF block: Pillow warns in two lines and the image stays as stored.
+            warnings.simplefilter("ignore", UserWarning)
+            ImageOps.exif_transpose(img, in_place=True)  # a copy only when it must rotate
+        return _to_grey(img, label)
 
 
 def prepare_digit(image: Any, *, name: str = "image") -> np.ndarray:
@@ -122,7 +132,11 @@ def pixels_to_digit(pixels: Any, *, name: str = "pixels") -> np.ndarray:
     No preprocessing: the caller promises an MNIST-style digit already. Returns float32 (28, 28).
     """
     try:
-        arr = np.asarray(pixels, dtype=np.float64)
+        given = np.asarray(pixels)
+        if given.shape == (SIZE, SIZE) and given.dtype.kind not in "uif":
+            # strings ("0.5") and booleans would pass a float conversion as numbers
+            raise ValueError(f"values of type {given.dtype.name}, not numbers")
+        arr = given.astype(np.float64)
     except (ValueError, TypeError, OverflowError) as exc:
         raise ImageError(f"{name}: expected 28x28 numbers ({one_line(exc)})") from exc
     if arr.shape != (SIZE, SIZE):
@@ -167,7 +181,8 @@ def _read_bytes(source: str | os.PathLike | bytes, label: str) -> bytes:
         data = bytes(source)
     else:
         try:
-            data = Path(source).read_bytes()
+            with open(source, "rb") as file:
+                data = file.read(MAX_FILE_BYTES + 1)
         except FileNotFoundError:
             raise ImageError(f"{label}: no such file") from None
         except IsADirectoryError:
@@ -176,6 +191,11 @@ def _read_bytes(source: str | os.PathLike | bytes, label: str) -> bytes:
             raise ImageError(f"{label}: cannot read ({exc.strerror or exc})") from exc
     if not data:
         raise ImageError(f"{label}: empty file, not an image")
+    if len(data) > MAX_FILE_BYTES:
+        raise ImageTooLargeError(
+            f"{label}: more than {MAX_FILE_BYTES:,} bytes, larger than any image of at most "
+            f"{MAX_PIXELS:,} pixels"
+        )
     return data
 
 
@@ -200,11 +220,13 @@ def _to_grey(img: Image.Image, label: str) -> np.ndarray:
     40 MP float TIFF costs its own 160 MB once, not a float64 copy of it per step.
     """
     if img.mode in HIGH_DEPTH_MODES:
-        full_scale = 1.0 if img.mode == "F" else 65535.0
         if img.mode.startswith("I;16"):
             img = img.convert("I")  # Pillow reduces I and F, not the 16-bit modes
-        return _scale_high_depth(np.asarray(_reduced(img), dtype=np.float64), label, full_scale)
+        arr = np.asarray(_reduced(img), dtype=np.float64)
+        return _scale_high_depth(arr, label, 1.0 if img.mode == "F" else _integer_scale(arr))
     has_alpha = img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info
+    if img.mode in AVERAGEABLE_MODES and "transparency" not in img.info:
+        img = _reduced(img)  # before the conversion, which would copy all of a large image
     img = _reduced(img.convert("LA" if has_alpha else "L"))
     arr = np.asarray(img, dtype=np.float32) / np.float32(255)
     if not has_alpha:
@@ -242,13 +264,22 @@ def _deepest_interior(mask: np.ndarray) -> np.ndarray:
     return mask & (depth == depth.max())
 
 
+def _integer_scale(arr: np.ndarray) -> float:
+    """The full scale of integer pixels: the smallest usual bit depth (8, 10, 12, 14, 16 bits)
+    that holds them. A 32-bit image of 0-255 values, or 12-bit data in a 16-bit file, scaled as
+    16-bit was too dark to be anything but blank."""
+    high = float(arr.max(initial=0))
+    return next((s for s in (255.0, 1023.0, 4095.0, 16383.0, 65535.0) if high <= s), high)
+
+
 def _scale_high_depth(arr: np.ndarray, label: str, full_scale: float) -> np.ndarray:
     """16-bit, 32-bit and float images onto [0, 1] against their type's range, not their own.
 
-    Integers are scaled as 16-bit (0-65535) and floats as 0-1, the range widened only to take in
-    values beyond it. Stretching min-max instead made a flat image (30000 with one pixel at 30001)
-    look fully contrasted and slip past the blank check in :func:`_ink`; scaled like this a 16-bit
-    image is judged exactly as its 8-bit equivalent (``v * 257 / 65535 == v / 255``).
+    Integers are scaled against their bit depth (:func:`_integer_scale`) and floats as 0-1, the
+    range widened only to take in values beyond it. Stretching min-max instead made a flat image
+    (30000 with one pixel at 30001) look fully contrasted and slip past the blank check in
+    :func:`_ink`; scaled like this a 16-bit image is judged exactly as its 8-bit equivalent
+    (``v * 257 / 65535 == v / 255``).
     """
     if arr.ndim != 2 or not np.isfinite(arr).all():
         raise ImageError(f"{label}: unsupported pixel data (non-finite or multi-channel)")

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from deepconvnet.checkpoint import check_model_fits, load_model, resolve_model_path
+from deepconvnet.errors import CheckpointError
 from deepconvnet.fileio import all_or_nothing
 from deepconvnet.images import MAX_PIXELS, SIZE, load_digit, save_digit_png
 
@@ -47,8 +48,10 @@ class DigitClassifier:
         if digits.ndim == 2:
             digits = digits[None]
         x = digits[:, None].astype(getattr(self.model, "dtype", np.float32), copy=False)
-        with self._lock:
+        with self._lock, np.errstate(all="ignore"):
             proba = self.model.predict_proba(x, batch_size=256)
+        if not np.isfinite(proba).all():  # finite weights whose products overflow
+            raise CheckpointError(f"{self.name}: the model's outputs are not finite numbers")
         return np.asarray(proba, dtype=np.float64)
 
     def describe(self) -> dict[str, Any]:

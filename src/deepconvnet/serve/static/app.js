@@ -44,11 +44,12 @@ function resetPad() {
   ctx.lineJoin = "round";
 }
 
+// The pad's pixels lie inside its border and may be drawn smaller than 280 (a phone).
 function position(event) {
   const rect = pad.getBoundingClientRect();
   return {
-    x: ((event.clientX - rect.left) * pad.width) / rect.width,
-    y: ((event.clientY - rect.top) * pad.height) / rect.height,
+    x: ((event.clientX - rect.left - pad.clientLeft) * pad.width) / pad.clientWidth,
+    y: ((event.clientY - rect.top - pad.clientTop) * pad.height) / pad.clientHeight,
   };
 }
 
