@@ -319,9 +319,10 @@ def test_a_stopped_depth_experiment_resumes_to_the_same_table(tiny, tmp_path, mo
 
     def stopped_at_the_third_cell(train_config, run_dir, **kwargs):
         calls.append(run_dir)
-        if len(calls) == 3:
-            (Path(run_dir) / "config.json").parent.mkdir(parents=True)
-            (Path(run_dir) / "config.json").write_text("{}")  # killed before a checkpoint
+        if len(calls) == 3:  # killed at an epoch's end, before its checkpoint was written
+            (Path(run_dir) / "plots").mkdir(parents=True)
+            for name in ("config.json", "metrics.jsonl", "model.npz", "plots/learning_curves.png"):
+                (Path(run_dir) / name).write_text("{}")
             raise training.TrainingInterrupted(Path(run_dir))
         return real_train(train_config, run_dir, **kwargs)
 
@@ -337,8 +338,52 @@ def test_a_stopped_depth_experiment_resumes_to_the_same_table(tiny, tmp_path, mo
         [c[k] for k in keys] for c in straight["cells"]
     ]
     assert json.loads((out / "depth_experiment.json").read_text())["cells"] == resumed["cells"]
+    assert resumed["data_dir"] == str(tiny.idx_dir.absolute())  # found from anywhere
     with pytest.raises(DeepConvNetError, match="no depth experiment to resume"):
         run_depth_experiment(DepthConfig(), tmp_path / "straight" / "runs", resume=True)
+
+
+@pytest.mark.parametrize(
+    "damage,words",
+    [
+        (lambda r: r.pop("dataset"), "made before deepconvnet 0.2.1"),  # 0.2.0 had no resume
+        (lambda r: r.update(cells=[1, 2]), "a cell is not"),
+        (lambda r: r["cells"][0].update(test_accuracy="0.9"), "test_accuracy is '0.9'"),
+        (lambda r: r["cells"][0].update(train_size=[200]), "train_size is [200]"),
+        (lambda r: r.update(models=["depth-large"]), "are not the depth experiment's"),
+        (lambda r: r.update(models={"deepconvnet": {}}), "are not the depth experiment's"),
+        (lambda r: r.update(sizes=[6, "x"]), "sizes holds 'x'"),
+        (lambda r: r.pop("machine"), "no machine"),
+    ],
+)
+def test_a_damaged_depth_record_is_a_one_line_error(tiny, tmp_path, damage, words):  # noqa: F811
+    config = DepthConfig(sizes=(6,), epochs=(1,), dataset="tiny", data_dir=str(tiny.idx_dir))
+    out = tmp_path / "depth"
+    record = run_depth_experiment(config, out)
+    damage(record)
+    (out / "depth_experiment.json").write_text(json.dumps(record))
+    with pytest.raises(DeepConvNetError, match="damaged record") as excinfo:
+        run_depth_experiment(DepthConfig(), out, resume=True)
+    assert words in str(excinfo.value)
+
+
+def test_a_depth_experiment_is_run_by_one_process_at_a_time(tiny, tmp_path):  # noqa: F811
+    """A second --resume used to clear the running cell's files before it was refused."""
+    import deepconvnet.train as training
+
+    config = DepthConfig(sizes=(6,), epochs=(1,), dataset="tiny", data_dir=str(tiny.idx_dir))
+    out = tmp_path / "depth"
+    record = run_depth_experiment(config, out)
+    record["cells"] = []  # as if its cells were still to come
+    (out / "depth_experiment.json").write_text(json.dumps(record))
+    cell = out / "runs" / "depth-stack3x3-n6"
+    (cell / "results.json").unlink()
+    (cell / "checkpoint.npz").unlink(missing_ok=True)
+    before = sorted(p.name for p in cell.iterdir())
+    busy = pytest.raises(DeepConvNetError, match="is being run by another process")
+    with training.hold_dir(out, "run"), busy:  # another process runs it
+        run_depth_experiment(DepthConfig(), out, resume=True)
+    assert sorted(p.name for p in cell.iterdir()) == before
 
 
 def test_depth_resume_takes_no_other_option(tmp_path, capsys):
@@ -346,7 +391,7 @@ def test_depth_resume_takes_no_other_option(tmp_path, capsys):
     assert main(argv) == 2
     assert capsys.readouterr().err.strip() == (
         "deepconvnet: error: --resume carries on with the experiment's saved options; drop "
-        "--sizes (no other option may be given with it)"
+        "--sizes (only --threads and --data-dir may be given with it)"
     )
 
 

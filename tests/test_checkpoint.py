@@ -88,13 +88,14 @@ def test_check_model_fits_refuses_another_number_of_classes():
 @pytest.mark.parametrize("command", ["evaluate", "misclassified", "visualize", "ensemble"])
 def test_commands_refuse_a_model_of_other_classes_in_one_line(tmp_path, capsys, command):
     """12 outputs for 10 digits was an IndexError in the confusion matrix (exit 1)."""
-    path = tmp_path / "m12.npz"
+    path, other = tmp_path / "m12.npz", tmp_path / "m12-other.npz"
     save_model(path, build_model("deepconvnet", output_size=12))
+    save_model(other, build_model("deepconvnet", output_size=12))
     argv = {
         "evaluate": ["evaluate", str(path)],
         "misclassified": ["misclassified", str(path), "--out", str(tmp_path / "m.png")],
         "visualize": ["visualize", str(path), "--out", str(tmp_path / "v")],
-        "ensemble": ["ensemble", "evaluate", str(path), str(path)],
+        "ensemble": ["ensemble", "evaluate", str(path), str(other)],
     }[command]
     assert main(argv) == 2
     last = capsys.readouterr().err.strip().splitlines()[-1]

@@ -594,3 +594,24 @@ def test_an_unknown_offline_value_is_a_one_line_error(tiny, monkeypatch):
     monkeypatch.setenv("DEEPCONVNET_OFFLINE", "maybe")
     with pytest.raises(DataError, match=r"DEEPCONVNET_OFFLINE='maybe': expected 1/true/yes/on"):
         load_dataset("tiny", cache_dir=tiny.cache_dir, log=Log())
+
+
+def test_a_cache_that_fails_mid_read_is_kept(tiny, monkeypatch):
+    """An I/O error while numpy read the cache used to count as corruption: deleted, offline too."""
+    import errno
+
+    load_dataset("tiny", cache_dir=tiny.cache_dir, log=Log())
+
+    def failing_load(*args, **kwargs):
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(fileio.np, "load", failing_load)
+    with pytest.raises(DataError, match=r"cannot read \(Input/output error\); fix its"):
+        load_dataset("tiny", cache_dir=tiny.cache_dir, log=Log())
+    assert tiny.cache_path.is_file()
+
+
+def test_a_misspelt_offline_switch_is_refused_whichever_source_serves(tiny, monkeypatch):
+    monkeypatch.setenv("DEEPCONVNET_OFFLINE", "bogus")
+    with pytest.raises(DataError, match="DEEPCONVNET_OFFLINE='bogus'"):
+        load_dataset("tiny", tiny.idx_dir, cache_dir=tiny.cache_dir, log=Log())

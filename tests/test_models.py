@@ -262,3 +262,23 @@ def test_a_seed_drops_the_same_units_of_a_feature_map_on_either_backend():
     losses = [model.loss(x, t, train=True) for model in models]
     assert losses[0] == pytest.approx(losses[1], rel=1e-12)
     assert np.array_equal(models[0].layers[1].mask, models[1].layers[1].mask)  # NCHW in both
+
+
+def test_with_running_statistics_those_biases_keep_their_gradient(rng):
+    """In eval mode BatchNorm subtracts its running mean, so the bias before it counts."""
+    model = build_model("deepconvnet-bn", rng=rng, dtype=np.float64, backend="reference")
+    x, t = rng.random((3, 1, 28, 28)), np.arange(3)
+    model.loss(x, t, train=False)
+    model.backward()
+    analytic = model.grads()["0.b"].copy()
+    bias, h = model.params()["0.b"], 1e-6
+    numeric = np.zeros_like(bias)
+    for i in range(len(bias)):
+        bias[i] += h
+        plus = model.loss(x, t, train=False)
+        bias[i] -= 2 * h
+        minus = model.loss(x, t, train=False)
+        bias[i] += h
+        numeric[i] = (plus - minus) / (2 * h)
+    assert np.abs(numeric).max() > 1e-3  # not zero: the test would pass on zeros otherwise
+    np.testing.assert_allclose(analytic, numeric, rtol=1e-5, atol=1e-8)

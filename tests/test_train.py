@@ -370,7 +370,7 @@ def test_train_loss_is_the_mean_over_images_as_train_acc_is(tmp_path, monkeypatc
 def test_resume_of_a_run_killed_before_its_first_checkpoint_says_what_to_do(tmp_path, capsys):
     run_dir = tmp_path / "killed-early"
     (run_dir / "plots").mkdir(parents=True)
-    (run_dir / "config.json").write_text("{}")
+    (run_dir / "config.json").write_text('{"config": {}}')  # its options, and no checkpoint
     assert main(["train", "--resume", str(run_dir)]) == 2
     err = capsys.readouterr().err.strip()
     assert f"delete {run_dir} and start it again" in err and len(err.splitlines()) == 1
@@ -456,6 +456,8 @@ def damage(arrays: dict, case: str) -> None:
         del arrays["optim/m.0.W"]
     elif case == "optimizer slot non-finite":
         arrays["optim/v.0.W"] = np.full_like(arrays["optim/v.0.W"], np.inf)
+    elif case == "second moment negative":  # Adam's v sums squared gradients: NaN steps
+        arrays["optim/v.0.W"] = -np.ones_like(arrays["optim/v.0.W"])
     elif case == "parameter non-finite":
         arrays["model/0.W"] = np.full_like(arrays["model/0.W"], np.nan)
 
@@ -471,6 +473,7 @@ def damage(arrays: dict, case: str) -> None:
         ("no step count", "optimizer entry 't' is missing or not a number"),
         ("optimizer slot missing", "optimizer state does not fit"),
         ("optimizer slot non-finite", "'v.0.W' holds non-finite values"),
+        ("second moment negative", "'v.0.W' sums squared gradients but holds negative values"),
         ("parameter non-finite", "'model/0.W' holds non-finite values"),
     ],
 )
@@ -572,7 +575,7 @@ def test_resume_without_threads_keeps_the_runs_thread_count(quick_run, tmp_path,
 
 def test_two_resumes_of_one_run_cannot_run_at_once(quick_run, tmp_path, capsys):
     run_dir = unfinished_copy(quick_run, tmp_path)
-    with training._hold_run_dir(run_dir):  # as a resume running in another process holds it
+    with training.hold_dir(run_dir):  # as a resume running in another process holds it
         assert main(["train", "--resume", str(run_dir), "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()
     assert err == (

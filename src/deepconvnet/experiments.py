@@ -136,20 +136,25 @@ def run_depth_experiment(
     (``config`` is then ignored): finished cells are kept, an interrupted one resumes from its
     checkpoint. Returns the JSON record.
     """
+    from deepconvnet.train import hold_dir
+
     log = log or (lambda message: None)
     out_dir = Path(out_dir)
     if resume:
         record = read_depth_record(out_dir)
-        config = depth_config_from(record)
+        config = depth_config_from(record, threads=config.threads, data_dir=config.data_dir)
     else:
         _check_depth_can_start(config, out_dir, log)
         record = _new_depth_record(config)
         _write_depth_json(record, out_dir)
-    done = {(cell["model"], cell["train_size"]) for cell in record["cells"]}
-    for size, n_epochs in zip(config.sizes, record["epochs"], strict=True):
-        for name in config.models:
-            if (name, size) not in done:
-                _run_depth_cell(config, record, out_dir, name, size, n_epochs, log)
+    with hold_dir(out_dir, "run"):  # one process at a time: a second resume would clear cells
+        if resume:
+            record = read_depth_record(out_dir)  # as the holder before us left it
+        done = {(cell["model"], cell["train_size"]) for cell in record["cells"]}
+        for size, n_epochs in zip(config.sizes, record["epochs"], strict=True):
+            for name in config.models:
+                if (name, size) not in done:
+                    _run_depth_cell(config, record, out_dir, name, size, n_epochs, log)
     return record
 
 
@@ -165,7 +170,8 @@ def _new_depth_record(config: DepthConfig) -> dict[str, Any]:
         "seed": config.seed,
         "threads": config.threads,
         "dataset": config.dataset,
-        "data_dir": config.data_dir,
+        # absolute, so that a resume from another directory finds the same files
+        "data_dir": str(Path(config.data_dir).absolute()) if config.data_dir else None,
         "backend": config.backend,
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
         "cells": [],
@@ -208,13 +214,14 @@ def _run_depth_cell(config, record, out_dir: Path, name: str, size: int, n_epoch
 
 
 def _depth_cell(out_dir: Path, run_dir: Path, name: str, size: int, n_epochs: int) -> dict:
-    """A finished cell's row, read from its run directory (results.json, metrics.jsonl)."""
+    """A finished cell's row, read from its run directory (results.json, metrics.jsonl); a
+    damaged file is one line, never a value the report cannot print."""
     from deepconvnet.train import METRICS, RESULTS
 
     try:
         results = json.loads((run_dir / RESULTS).read_text())
         last_epoch = json.loads((run_dir / METRICS).read_text().splitlines()[-1])
-        return {
+        cell = {
             "model": name,
             "train_size": size,
             "epochs": n_epochs,
@@ -225,8 +232,35 @@ def _depth_cell(out_dir: Path, run_dir: Path, name: str, size: int, n_epochs: in
             "final_train_loss": last_epoch["train_loss"],
             "run_dir": run_dir.relative_to(out_dir).as_posix(),
         }
-    except (OSError, ValueError, IndexError, KeyError, TypeError) as exc:
+        _check_cell(cell)
+        return cell
+    except (OSError, ValueError, IndexError, KeyError, TypeError, RecursionError) as exc:
         raise DeepConvNetError(f"{run_dir}: unreadable results ({one_line(exc)})") from exc
+
+
+# What a cell of the record holds: the type of each value.
+CELL_TYPES = {
+    "model": str,
+    "train_size": int,
+    "epochs": int,
+    "test_accuracy": float,
+    "test_correct": int,
+    "test_total": int,
+    "train_seconds": float,
+    "final_train_loss": float,
+    "run_dir": str,
+}
+
+
+def _check_cell(cell: Any) -> None:
+    """A ValueError unless ``cell`` has exactly the values of :data:`CELL_TYPES`."""
+    if not isinstance(cell, dict) or set(cell) != set(CELL_TYPES):
+        raise ValueError(f"a cell is not {{{', '.join(CELL_TYPES)}}}")
+    for key, kind in CELL_TYPES.items():
+        value = cell[key]
+        number = kind is float and isinstance(value, int | float)
+        if isinstance(value, bool) or not (isinstance(value, kind) or number):
+            raise ValueError(f"a cell's {key} is {value!r}")
 
 
 def read_depth_record(out_dir: Path) -> dict[str, Any]:
@@ -245,24 +279,58 @@ def read_depth_record(out_dir: Path) -> dict[str, Any]:
     return record
 
 
-def depth_config_from(record: dict[str, Any]) -> DepthConfig:
-    """The settings a recorded experiment ran with; a damaged record is one line."""
+def depth_config_from(
+    record: dict[str, Any], *, threads: int | None = None, data_dir: str | None = None
+) -> DepthConfig:
+    """The settings a recorded experiment ran with (``threads`` and ``data_dir``, when given,
+    replace the recorded ones); a damaged record is one line, as is one of deepconvnet 0.2.0,
+    which did not record its dataset."""
     try:
+        if "dataset" not in record:
+            raise ValueError("no dataset recorded (made before deepconvnet 0.2.1): start it anew")
         config = DepthConfig(
-            sizes=tuple(record["sizes"]),
-            epochs=tuple(record["epochs"]),
+            sizes=_whole_numbers(record["sizes"], "sizes"),
+            epochs=_whole_numbers(record["epochs"], "epochs"),
             models=tuple(record["models"]),
-            seed=record["seed"],
-            threads=record["threads"],
-            dataset=record.get("dataset", "mnist"),
-            data_dir=record.get("data_dir"),
-            backend=record.get("backend"),
+            seed=_whole_numbers([record["seed"]], "seed", low=0)[0],
+            threads=threads or _optional(record["threads"], int, "threads"),
+            dataset=_optional(record["dataset"], str, "dataset") or "",
+            data_dir=data_dir or _optional(record.get("data_dir"), str, "data_dir"),
+            backend=_optional(record.get("backend"), str, "backend"),
         )
-        if not isinstance(record["cells"], list) or len(config.epochs) != len(config.sizes):
-            raise ValueError("cells or epochs do not fit the sizes")
+        if not config.dataset:
+            raise ValueError("no dataset recorded")
+        unknown = [name for name in config.models if name not in DEPTH_MODELS]
+        if unknown or not isinstance(record["models"], dict) or not config.models:
+            raise ValueError(f"models {list(record['models'])} are not the depth experiment's")
+        if len(config.epochs) != len(config.sizes):
+            raise ValueError("one epoch count per size expected")
+        if not isinstance(record["cells"], list):
+            raise ValueError("cells is not a list")
+        for cell in record["cells"]:
+            _check_cell(cell)
+        if not isinstance(record.get("total_seconds", 0.0), int | float):
+            raise ValueError("total_seconds is not a number")
+        if not isinstance(record.get("machine"), dict):
+            raise ValueError("no machine")
     except (KeyError, TypeError, ValueError) as exc:
         raise DeepConvNetError(f"depth_experiment.json: damaged record ({one_line(exc)})") from exc
     return config
+
+
+def _whole_numbers(values: Any, name: str, low: int = 1) -> tuple[int, ...]:
+    if not isinstance(values, list) or not values:
+        raise ValueError(f"{name} is not a list of numbers")
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{name} holds {value!r}")
+    return tuple(values)
+
+
+def _optional(value: Any, kind: type, name: str) -> Any:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, kind)):
+        raise ValueError(f"{name} is {value!r}")
+    return value
 
 
 def _write_depth_json(record: dict[str, Any], out_dir: Path) -> Path:

@@ -50,6 +50,11 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
     return path
 
 
+def is_staged_write(name: str) -> bool:
+    """Whether a file name is that of a write still being staged (or left by a killed one)."""
+    return name.startswith(".") and name.endswith(".tmp")
+
+
 def _stage(path: Path, write: Callable[[IO[bytes]], None]) -> Path:
     """A temporary file beside ``path`` (its directory made if need be), written through
     ``write``, flushed and fsynced."""
@@ -212,7 +217,11 @@ def load_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {name: npz[name] for name in npz.files}
-    except (OSError, ValueError, EOFError, KeyError) as exc:
+    except OSError as exc:
+        if exc.errno is not None:  # the system could not read it (EIO, ...): says nothing of it
+            raise UnreadableError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+        raise DeepConvNetError(f"{path}: not a readable .npz file ({one_line(exc)})") from exc
+    except (ValueError, EOFError, KeyError) as exc:
         raise DeepConvNetError(f"{path}: not a readable .npz file ({one_line(exc)})") from exc
     except Exception as exc:  # zipfile.BadZipFile, zlib.error and friends
         raise DeepConvNetError(f"{path}: corrupt or truncated .npz file ({one_line(exc)})") from exc

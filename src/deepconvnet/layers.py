@@ -38,7 +38,7 @@ def _pair(value: int | tuple[int, int] | list[int], name: str = "kernel_size") -
     """An int ``k`` as ``(k, k)``, or a two-integer sequence as a tuple."""
     if isinstance(value, int | np.integer) and not isinstance(value, bool):
         return int(value), int(value)
-    if not isinstance(value, tuple | list) or len(value) != 2:
+    if not isinstance(value, tuple | list | np.ndarray) or len(value) != 2:
         raise ValueError(f"{name} must be an integer or two integers, got {value!r}")
     return _whole_number(name, value[0]), _whole_number(name, value[1])
 
@@ -463,6 +463,11 @@ class BatchNormalization(Layer):
             self._update_running(mean, var)
         self._cache = (train, cache)
         return y
+
+    @property
+    def normalised_batch(self) -> bool:
+        """Whether the last forward normalised by the batch's own statistics (train mode)."""
+        return self._cache is not None and bool(self._cache[0])
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
         if self.layout == "NHWC":  # the same choice as forward's

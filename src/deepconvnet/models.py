@@ -184,14 +184,18 @@ class Sequential:
 
     @property
     def _biases_before_batchnorm(self) -> list[Layer]:
-        """Convolutions and Affines whose output a BatchNormalization normalises: their bias
-        shifts every value of a channel alike, which the normalisation removes, so its gradient
-        is exactly 0. Computed, it is round-off (~1e-6 in float32), which Adam would scale up to
-        steps of ``lr``: a random walk that makes eval-mode results depend on thread count."""
+        """Convolutions and Affines whose output a BatchNormalization has just normalised by
+        the batch's statistics (train mode): their bias shifts every value of a channel alike,
+        which that normalisation removes, so its gradient is exactly 0. Computed, it is
+        round-off (~1e-6 in float32), which Adam would scale up to steps of ``lr``: a random walk
+        that makes eval-mode results depend on thread count. (With running statistics, in eval
+        mode, the bias does count.)"""
         return [
             layer
             for layer, after in zip(self.body, self.body[1:], strict=False)
-            if isinstance(layer, Convolution | Affine) and isinstance(after, BatchNormalization)
+            if isinstance(layer, Convolution | Affine)
+            and isinstance(after, BatchNormalization)
+            and after.normalised_batch
         ]
 
     def set_backend(self, backend: str) -> None:

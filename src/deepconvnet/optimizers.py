@@ -26,6 +26,8 @@ class Optimizer:
     """Common machinery: step count, weight decay, scratch buffers, per-parameter state slots."""
 
     slots: tuple[str, ...] = ()
+    # Slots that are sums or averages of squared gradients: a negative value is a damaged file.
+    non_negative_slots: tuple[str, ...] = ()
     hyperparameters: tuple[str, ...] = ()
 
     def __init__(self, lr: float, weight_decay: float = 0.0) -> None:
@@ -157,6 +159,7 @@ class AdaGrad(Optimizer):
     """h += g*g; p -= lr * g / (sqrt(h) + 1e-7)"""
 
     slots = ("h",)
+    non_negative_slots = ("h",)
 
     def __init__(self, lr: float = 0.01, weight_decay: float = 0.0) -> None:
         super().__init__(lr, weight_decay)
@@ -172,6 +175,7 @@ class RMSprop(Optimizer):
     """h = decay*h + (1 - decay)*g*g; p -= lr * g / (sqrt(h) + 1e-7)"""
 
     slots = ("h",)
+    non_negative_slots = ("h",)
     hyperparameters = ("decay_rate",)
 
     def __init__(self, lr: float = 0.01, decay_rate: float = 0.99, weight_decay: float = 0.0):
@@ -201,6 +205,7 @@ class Adam(Optimizer):
     p -= lr_t * m / (sqrt(v) + 1e-7)."""
 
     slots = ("m", "v")
+    non_negative_slots = ("v",)
     hyperparameters = ("beta1", "beta2")
 
     def __init__(

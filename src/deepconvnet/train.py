@@ -43,6 +43,7 @@ from deepconvnet.fileio import (
     atomic_write_json,
     atomic_write_text,
     check_fresh_dir,
+    is_staged_write,
     json_to_array,
     outermost_missing,
     remove_empty_dirs,
@@ -266,7 +267,7 @@ def _train(config, run_dir, resume: bool, log, progress: bool, held: ExitStack) 
     run_dir = Path(run_dir) if run_dir is not None else None
     started = time.perf_counter()
     if resume and run_dir.is_dir():
-        held.enter_context(_hold_run_dir(run_dir))
+        held.enter_context(hold_dir(run_dir))
     _check_run_dir(run_dir, resume)
 
     # Everything that can refuse the input comes before the run directory is created, so that a
@@ -290,7 +291,7 @@ def _train(config, run_dir, resume: bool, log, progress: bool, held: ExitStack) 
     quiet = np.errstate(over="ignore", invalid="ignore", divide="ignore")
     with graceful_stop() as stop, claim as run_dir, quiet:
         if not resume:
-            held.enter_context(_hold_run_dir(run_dir))
+            held.enter_context(hold_dir(run_dir))
         log(
             f"training {config.model} ({model.num_params():,} parameters) on "
             f"{len(train_t):,} images for {config.epochs} epochs, batch {config.batch_size}, "
@@ -539,15 +540,21 @@ def run_state(run_dir: Path) -> str:
 
 
 def clear_unstarted_run(run_dir: Path) -> None:
-    """A run killed before its first checkpoint leaves config.json and plots/: clear them so
-    that it can start afresh (anything else in the directory is refused, not deleted)."""
+    """Clear what a run killed before its first checkpoint left (its config, and after an
+    epoch's end its metrics, model and plots, written before the checkpoint), so that it can
+    start afresh. Anything else in the directory is refused, not deleted."""
     if not run_dir.exists():
         return
     leftovers = {p.name for p in run_dir.iterdir()}
-    if not leftovers <= {CONFIG, "plots"}:
-        raise DeepConvNetError(f"{run_dir}: unexpected files {sorted(leftovers)}; move them away")
-    (run_dir / CONFIG).unlink(missing_ok=True)
-    shutil.rmtree(run_dir / "plots", ignore_errors=True)
+    own = {CONFIG, METRICS, MODEL, OPTIMIZER, "plots"}
+    strays = sorted(name for name in leftovers - own if not is_staged_write(name))
+    if strays:
+        raise DeepConvNetError(f"{run_dir}: unexpected files {strays}; move them away")
+    for name in leftovers:
+        if name == "plots":
+            shutil.rmtree(run_dir / name, ignore_errors=True)
+        else:
+            (run_dir / name).unlink(missing_ok=True)
 
 
 def _why_no_checkpoint(run_dir: Path) -> str:
@@ -623,12 +630,13 @@ def _remove_unstarted(run_dir: Path, created: Path | None) -> None:
 
 
 @contextmanager
-def _hold_run_dir(run_dir: Path) -> Iterator[None]:
+def hold_dir(run_dir: Path, work: str = "trained") -> Iterator[None]:
     """Hold ``run_dir`` exclusively (an advisory lock on the directory) while the block runs.
 
     Two ``--resume`` of one run would otherwise both train it, evaluate the test set twice and
     overwrite each other's files. The lock dies with its process, so a killed run never blocks
-    its own resume. Where there is no ``flock`` (Windows) runs are not guarded.
+    its own resume. Where there is no ``flock`` (Windows) runs are not guarded. ``work`` says
+    what the holder does, for the message (a depth experiment is "run").
     """
     try:
         import fcntl
@@ -641,7 +649,7 @@ def _hold_run_dir(run_dir: Path) -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise DeepConvNetError(
-                f"{run_dir} is being trained by another process; wait for it to finish or stop "
+                f"{run_dir} is being {work} by another process; wait for it to finish or stop "
                 "it (Ctrl-C) first"
             ) from None
         yield
@@ -823,7 +831,11 @@ def _check_optimizer_state(path: Path, optim: dict[str, np.ndarray], optimizer, 
         odd = sorted(set(optim) ^ (set(scalars) | set(slots)))
         raise CheckpointError(f"{path}: optimizer state does not fit {optimizer!r} ({odd[0]!r})")
     for key, param in slots.items():
-        checked_array(path, optim, key, param.shape, param.dtype)
+        value = checked_array(path, optim, key, param.shape, param.dtype)
+        if key.partition(".")[0] in optimizer.non_negative_slots and np.any(value < 0):
+            raise CheckpointError(
+                f"{path}: optimizer entry {key!r} sums squared gradients but holds negative values"
+            )
 
 
 def _decode_state(path: Path, arrays: dict[str, np.ndarray]) -> TrainState:

@@ -233,8 +233,8 @@ def _register_experiment(sub: argparse._SubParsersAction) -> None:
         type=nonempty_path,
         default=None,
         metavar="DIR",
-        help="finish the stopped experiment in DIR with its recorded settings (no other option "
-        "may be given with it)",
+        help="finish the stopped experiment in DIR with its recorded settings (only --threads "
+        "and --data-dir may be given with it)",
     )
     add_threads_option(depth)
     add_data_options(depth)
@@ -255,9 +255,10 @@ def run_experiment_depth(args: argparse.Namespace) -> int:
 
     given = given_options(args)
     if args.resume is not None:
-        refuse_with_resume(given, ("resume",), "experiment")
+        refuse_with_resume(given, ("resume", "threads", "data_dir"), "experiment")
         out = Path(args.resume)
-        record = run_depth_experiment(DepthConfig(), out, log=_log, resume=True)
+        given_settings = DepthConfig(threads=args.threads, data_dir=args.data_dir)
+        record = run_depth_experiment(given_settings, out, log=_log, resume=True)
         return _print_depth_table(record, out)
     if args.quick:
         sizes = parse_sizes(args.sizes) if args.sizes else QUICK_SIZES

@@ -160,6 +160,7 @@ def load_dataset(
     network sources (mirrors and package index).
     """
     spec = dataset_spec(name)
+    offline = _offline()  # a misspelt value is refused whichever source serves
     user_dir = data_dir if data_dir is not None else os.environ.get("DEEPCONVNET_DATA") or None
     if user_dir is not None:
         arrays = _read_idx_dir(Path(user_dir), spec, required=True)
@@ -173,7 +174,7 @@ def load_dataset(
     cached = _read_cache(cache, spec, log)
     if cached is not None:
         return _serve(spec, cached, "cache", cache, log, verified=True)
-    if _offline():  # refused before the cache lock makes any directory
+    if offline:  # refused before the cache lock makes any directory
         raise DataError(
             f"{spec.name}: not cached and DEEPCONVNET_OFFLINE is set "
             "(give --data-dir DIR with the four IDX files)"
