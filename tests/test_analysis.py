@@ -354,6 +354,8 @@ def test_a_stopped_depth_experiment_resumes_to_the_same_table(tiny, tmp_path, mo
         (lambda r: r.update(models={"deepconvnet": {}}), "are not the depth experiment's"),
         (lambda r: r.update(sizes=[6, "x"]), "sizes holds 'x'"),
         (lambda r: r.pop("machine"), "no machine"),
+        (lambda r: r.update(machine={}), "no machine"),
+        (lambda r: r.update(notes="x"), "notes is not a list of strings"),
     ],
 )
 def test_a_damaged_depth_record_is_a_one_line_error(tiny, tmp_path, damage, words):  # noqa: F811

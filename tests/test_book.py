@@ -301,3 +301,29 @@ def test_weights_beyond_float32_are_refused_when_imported_in_float32(tmp_path, c
         == 2
     )
     assert not (tmp_path / "m.npz").exists()
+
+
+class _CopiedOnBuild:
+    """An array whose state holds one shared ``bytes`` in big-endian order, which
+    ``ndarray.__setstate__`` copies: pickled 30 times, 30 copies of one memoised string."""
+
+    values = bytes(100_000 * 8)
+
+    def __reduce__(self):
+        state = (1, (100_000,), np.dtype(">f8"), False, self.values)
+        return (np._core.multiarray._reconstruct, (np.ndarray, (0,), b"b"), state)
+
+
+def test_copies_made_while_building_arrays_count_against_the_budget(tmp_path):
+    path = write_pickle(tmp_path / "copies.pkl", {"W1": [_CopiedOnBuild() for _ in range(30)]})
+    assert path.stat().st_size < 1_000_000  # 24 MB of arrays from an 800 kB file
+    with pytest.raises(CheckpointError, match="builds more data than the book's parameters"):
+        read_book_params(path)
+
+
+def test_numpy_scalars_are_refused(tmp_path):
+    """``scalar(dtype('V...'), data)`` copies its bytes on every call, and no parameter file
+    holds a scalar."""
+    path = write_pickle(tmp_path / "scalar.pkl", {"W1": np.float64(1.0)}, protocol=2)
+    with pytest.raises(CheckpointError, match=r"refusing to unpickle numpy.*scalar"):
+        read_book_params(path)

@@ -615,3 +615,15 @@ def test_a_misspelt_offline_switch_is_refused_whichever_source_serves(tiny, monk
     monkeypatch.setenv("DEEPCONVNET_OFFLINE", "bogus")
     with pytest.raises(DataError, match="DEEPCONVNET_OFFLINE='bogus'"):
         load_dataset("tiny", tiny.idx_dir, cache_dir=tiny.cache_dir, log=Log())
+
+
+def test_a_zip_whose_directory_points_off_the_file_is_rebuilt(tiny):
+    """zipfile seeking to a negative offset raises OSError(EINVAL): corruption, not an I/O
+    error, so the cache is dropped and rebuilt rather than kept forever."""
+    load_dataset("tiny", cache_dir=tiny.cache_dir, log=Log())
+    data = bytearray(tiny.cache_path.read_bytes())
+    data[-3] = 0xFF  # a byte of the end record's central-directory offset
+    tiny.cache_path.write_bytes(bytes(data))
+    log = Log()
+    assert load_dataset("tiny", cache_dir=tiny.cache_dir, log=log).source.startswith("mirror")
+    assert log[0].startswith("tiny: corrupt cache, rebuilding it")

@@ -456,6 +456,10 @@ def damage(arrays: dict, case: str) -> None:
         del arrays["optim/m.0.W"]
     elif case == "optimizer slot non-finite":
         arrays["optim/v.0.W"] = np.full_like(arrays["optim/v.0.W"], np.inf)
+    elif case == "beta2 out of range":
+        arrays["optim/beta2"] = np.array(2.0)
+    elif case == "step count negative":
+        arrays["optim/t"] = np.array(-5)
     elif case == "second moment negative":  # Adam's v sums squared gradients: NaN steps
         arrays["optim/v.0.W"] = -np.ones_like(arrays["optim/v.0.W"])
     elif case == "parameter non-finite":
@@ -474,6 +478,8 @@ def damage(arrays: dict, case: str) -> None:
         ("optimizer slot missing", "optimizer state does not fit"),
         ("optimizer slot non-finite", "'v.0.W' holds non-finite values"),
         ("second moment negative", "'v.0.W' sums squared gradients but holds negative values"),
+        ("beta2 out of range", "optimizer entry 'beta2' is 2.0"),
+        ("step count negative", "optimizer entry 't' is -5"),
         ("parameter non-finite", "'model/0.W' holds non-finite values"),
     ],
 )
@@ -649,3 +655,18 @@ def test_resume_of_a_config_without_its_options_is_one_line(quick_run, tmp_path,
     assert main(["train", "--resume", str(run_dir), "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()
     assert err == f"deepconvnet: error: {run_dir / 'config.json'}: no 'config' (the run's options)"
+
+
+def test_clearing_a_run_that_another_process_trains_touches_nothing(tmp_path):
+    """A second `ensemble train --resume` used to empty a running member before it was refused."""
+    run_dir = tmp_path / "member-00"
+    (run_dir / "plots").mkdir(parents=True)
+    for name in ("config.json", "metrics.jsonl", "model.npz", "plots/learning_curves.png"):
+        (run_dir / name).write_text("{}")
+    before = sorted(p.name for p in run_dir.rglob("*"))
+    busy = pytest.raises(training.DeepConvNetError, match="is being trained by another process")
+    with training.hold_dir(run_dir), busy:
+        training.clear_unstarted_run(run_dir)
+    assert sorted(p.name for p in run_dir.rglob("*")) == before
+    training.clear_unstarted_run(run_dir)  # nobody trains it: its own files go, nothing else
+    assert list(run_dir.iterdir()) == []

@@ -3,7 +3,8 @@
 The book saves DeepConvNet's parameters with :mod:`pickle`: a dict of float64 arrays ``W1``..``W8``,
 ``b1``..``b8`` (conv weights (out, in, kh, kw), affine weights (in, out)). Unpickling runs whatever
 callables the file names, so :class:`BookUnpickler` admits only what rebuilds NumPy arrays, dtypes
-and scalars; any other global (``os.system``, a custom class, ...) is refused before it is loaded.
+(not NumPy scalars: a parameter file holds none, and ``scalar`` copies whatever bytes it is
+given); any other global (``os.system``, a custom class, ...) is refused before it is loaded.
 This module is the only place in deepconvnet where pickle appears, and it only ever reads.
 
 The book's Dropout scales activations by ``1 - ratio`` at test time, so the model built for these
@@ -48,7 +49,6 @@ _ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
 }
 for _core in ("numpy.core", "numpy._core"):
     _ALLOWED_GLOBALS[(f"{_core}.multiarray", "_reconstruct")] = _RECONSTRUCT
-    _ALLOWED_GLOBALS[(f"{_core}.multiarray", "scalar")] = np._core.multiarray.scalar
     _ALLOWED_GLOBALS[(f"{_core}.numeric", "_frombuffer")] = np._core.numeric._frombuffer
 
 # Bytes per value allowed for when sizing arrays: the widest float (longdouble), so that a float
@@ -68,8 +68,26 @@ class OversizedArray:
         """The array's data, which there is nowhere to put: ignored."""
 
 
+class _CountedArray(np.ndarray):
+    """An array being unpickled: its state (shape and data, set by the pickle's BUILD) is
+    counted against its unpickler's budget, as ``ndarray.__setstate__`` may copy the data (a
+    big-endian dtype does), once per call on one memoised ``bytes``."""
+
+    def __setstate__(self, state: Any) -> None:
+        super().__setstate__(state)
+        self.__dict__.get("unpickler", _UNCOUNTED)._spend(self.nbytes)
+
+
+class _Uncounted:
+    def _spend(self, nbytes: int) -> None:
+        """Nothing to count against."""
+
+
+_UNCOUNTED = _Uncounted()
+
+
 class BookUnpickler(pickle.Unpickler):
-    """An unpickler that builds only NumPy arrays, dtypes, scalars and plain containers, and no
+    """An unpickler that builds only NumPy arrays, dtypes and plain containers, and no
     array of more than ``max_bytes`` (an :class:`OversizedArray` stands in for it)."""
 
     def __init__(
@@ -113,7 +131,12 @@ class BookUnpickler(pickle.Unpickler):
         """NumPy's ``_reconstruct`` (how a pickled array starts), sized before it allocates."""
         if subtype is not self._allocators[np.ndarray]:
             raise CheckpointError(f"{self.source}: refusing to reconstruct {subtype!r}")
-        return self._oversized(shape, dtype) or _RECONSTRUCT(np.ndarray, shape, dtype)
+        oversized = self._oversized(shape, dtype)
+        if oversized is not None:
+            return oversized
+        array = _RECONSTRUCT(_CountedArray, shape, dtype)
+        array.unpickler = self
+        return array
 
     def _latin1_bytes(self, text: Any, encoding: str = "latin1") -> bytes:
         """:func:`_latin1_bytes`, counted against the budget before it copies."""
@@ -219,7 +242,7 @@ def _validated(
     for key in BOOK_KEYS:
         if not np.isfinite(params[key]).all():
             raise CheckpointError(f"{path}: {key} holds NaN or infinite values")
-    return {key: params[key] for key in BOOK_KEYS}
+    return {key: np.asarray(params[key]).view(np.ndarray) for key in BOOK_KEYS}
 
 
 def _check_shapes(

@@ -150,6 +150,12 @@ def run_depth_experiment(
     with hold_dir(out_dir, "run"):  # one process at a time: a second resume would clear cells
         if resume:
             record = read_depth_record(out_dir)  # as the holder before us left it
+            depth_config_from(record)
+            # What the record says of the networks is recomputed, not trusted (the report
+            # prints it): the names alone define them.
+            models = [build_depth_model(name, backend="reference") for name in config.models]
+            record["models"] = {m.name: _describe(m) for m in models}
+            record["stage_receptive_fields"] = assert_matching_receptive_fields(models)
         done = {(cell["model"], cell["train_size"]) for cell in record["cells"]}
         for size, n_epochs in zip(config.sizes, record["epochs"], strict=True):
             for name in config.models:
@@ -311,8 +317,14 @@ def depth_config_from(
             _check_cell(cell)
         if not isinstance(record.get("total_seconds", 0.0), int | float):
             raise ValueError("total_seconds is not a number")
-        if not isinstance(record.get("machine"), dict):
+        machine = record.get("machine")
+        if not isinstance(machine, dict) or not isinstance(machine.get("platform"), str):
             raise ValueError("no machine")
+        _optional(machine.get("cpus"), int, "machine cpus")
+        _optional(record.get("command"), str, "command")
+        notes = record.get("notes", [])
+        if not isinstance(notes, list) or not all(isinstance(n, str) for n in notes):
+            raise ValueError("notes is not a list of strings")
     except (KeyError, TypeError, ValueError) as exc:
         raise DeepConvNetError(f"depth_experiment.json: damaged record ({one_line(exc)})") from exc
     return config

@@ -214,14 +214,14 @@ def load_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise DeepConvNetError(f"{path}: no such file")
     _check_zip_signature(path)
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {name: npz[name] for name in npz.files}
+    try:  # read first: a failure here is the system's (EIO ...) and says nothing of the content
+        data = path.read_bytes()
     except OSError as exc:
-        if exc.errno is not None:  # the system could not read it (EIO, ...): says nothing of it
-            raise UnreadableError(f"{path}: cannot read ({exc.strerror or exc})") from exc
-        raise DeepConvNetError(f"{path}: not a readable .npz file ({one_line(exc)})") from exc
-    except (ValueError, EOFError, KeyError) as exc:
+        raise UnreadableError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            arrays = {name: npz[name] for name in npz.files}
+    except (OSError, ValueError, EOFError, KeyError) as exc:
         raise DeepConvNetError(f"{path}: not a readable .npz file ({one_line(exc)})") from exc
     except Exception as exc:  # zipfile.BadZipFile, zlib.error and friends
         raise DeepConvNetError(f"{path}: corrupt or truncated .npz file ({one_line(exc)})") from exc

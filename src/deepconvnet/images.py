@@ -133,9 +133,9 @@ def pixels_to_digit(pixels: Any, *, name: str = "pixels") -> np.ndarray:
     """
     try:
         given = np.asarray(pixels)
-        if given.shape == (SIZE, SIZE) and given.dtype.kind not in "uif":
+        if given.shape == (SIZE, SIZE) and (given.dtype.kind not in "uif" or _has_bool(pixels)):
             # strings ("0.5") and booleans would pass a float conversion as numbers
-            raise ValueError(f"values of type {given.dtype.name}, not numbers")
+            raise ValueError(f"values of type {given.dtype.name} or bool, not numbers")
         arr = given.astype(np.float64)
     except (ValueError, TypeError, OverflowError) as exc:
         raise ImageError(f"{name}: expected 28x28 numbers ({one_line(exc)})") from exc
@@ -146,6 +146,13 @@ def pixels_to_digit(pixels: Any, *, name: str = "pixels") -> np.ndarray:
     if arr.min() < 0 or arr.max() > 1:
         raise ImageError(f"{name}: values must be in [0, 1] (found {arr.min():g} to {arr.max():g})")
     return arr.astype(np.float32)
+
+
+def _has_bool(pixels: Any) -> bool:
+    """Whether rows of Python values hold a bool (NumPy would upcast it to a number)."""
+    return isinstance(pixels, list | tuple) and any(
+        isinstance(value, bool) for row in pixels if isinstance(row, list | tuple) for value in row
+    )
 
 
 def _describe(pixels: Any, arr: np.ndarray) -> str:
@@ -220,10 +227,11 @@ def _to_grey(img: Image.Image, label: str) -> np.ndarray:
     40 MP float TIFF costs its own 160 MB once, not a float64 copy of it per step.
     """
     if img.mode in HIGH_DEPTH_MODES:
-        if img.mode.startswith("I;16"):
+        container = img.mode
+        if container.startswith("I;16"):
             img = img.convert("I")  # Pillow reduces I and F, not the 16-bit modes
         arr = np.asarray(_reduced(img), dtype=np.float64)
-        return _scale_high_depth(arr, label, 1.0 if img.mode == "F" else _integer_scale(arr))
+        return _scale_high_depth(arr, label, _full_scale(container, arr))
     has_alpha = img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info
     if img.mode in AVERAGEABLE_MODES and "transparency" not in img.info:
         img = _reduced(img)  # before the conversion, which would copy all of a large image
@@ -264,18 +272,23 @@ def _deepest_interior(mask: np.ndarray) -> np.ndarray:
     return mask & (depth == depth.max())
 
 
-def _integer_scale(arr: np.ndarray) -> float:
-    """The full scale of integer pixels: the smallest usual bit depth (8, 10, 12, 14, 16 bits)
-    that holds them. A 32-bit image of 0-255 values, or 12-bit data in a 16-bit file, scaled as
-    16-bit was too dark to be anything but blank."""
-    high = float(arr.max(initial=0))
-    return next((s for s in (255.0, 1023.0, 4095.0, 16383.0, 65535.0) if high <= s), high)
+def _full_scale(mode: str, arr: np.ndarray) -> float:
+    """What a pixel value of 1.0 (white) is in an image of Pillow ``mode``: 1 for floats, 65535
+    for a 16-bit file (whatever its values: a dim 16-bit image stays dim), and for a 32-bit
+    integer file, which has no usual range, 255 when every value is in 0-255 (the pixels of a
+    NumPy int array, which scaled as 16-bit were too dark to be anything but blank), else
+    65535."""
+    if mode == "F":
+        return 1.0
+    if mode == "I" and arr.min() >= 0 and arr.max() <= 255:
+        return 255.0
+    return 65535.0
 
 
 def _scale_high_depth(arr: np.ndarray, label: str, full_scale: float) -> np.ndarray:
     """16-bit, 32-bit and float images onto [0, 1] against their type's range, not their own.
 
-    Integers are scaled against their bit depth (:func:`_integer_scale`) and floats as 0-1, the
+    Integers are scaled against their file's range (:func:`_full_scale`) and floats as 0-1, the
     range widened only to take in values beyond it. Stretching min-max instead made a flat image
     (30000 with one pixel at 30001) look fully contrasted and slip past the blank check in
     :func:`_ink`; scaled like this a 16-bit image is judged exactly as its 8-bit equivalent

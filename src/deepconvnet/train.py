@@ -545,16 +545,17 @@ def clear_unstarted_run(run_dir: Path) -> None:
     start afresh. Anything else in the directory is refused, not deleted."""
     if not run_dir.exists():
         return
-    leftovers = {p.name for p in run_dir.iterdir()}
-    own = {CONFIG, METRICS, MODEL, OPTIMIZER, "plots"}
-    strays = sorted(name for name in leftovers - own if not is_staged_write(name))
-    if strays:
-        raise DeepConvNetError(f"{run_dir}: unexpected files {strays}; move them away")
-    for name in leftovers:
-        if name == "plots":
-            shutil.rmtree(run_dir / name, ignore_errors=True)
-        else:
-            (run_dir / name).unlink(missing_ok=True)
+    with hold_dir(run_dir):  # a run another process is training is refused, untouched
+        leftovers = {p.name for p in run_dir.iterdir()}
+        own = {CONFIG, METRICS, MODEL, OPTIMIZER, "plots"}
+        strays = sorted(name for name in leftovers - own if not is_staged_write(name))
+        if strays:
+            raise DeepConvNetError(f"{run_dir}: unexpected files {strays}; move them away")
+        for name in leftovers:
+            if name == "plots":
+                shutil.rmtree(run_dir / name, ignore_errors=True)
+            else:
+                (run_dir / name).unlink(missing_ok=True)
 
 
 def _why_no_checkpoint(run_dir: Path) -> str:
@@ -813,6 +814,19 @@ def _load_checkpoint(run_dir: Path, model, optimizer) -> TrainState:
     return state
 
 
+def _in_range(name: str, value: float) -> bool:
+    """Whether an optimizer scalar is one a run could have: a whole step count >= 0, lr > 0,
+    weight decay >= 0, and every hyperparameter (a decay rate: momentum, beta1, beta2,
+    decay_rate) in [0, 1). Out of range, the first steps make NaN, read as divergence."""
+    if name == "t":
+        return value >= 0 and value.is_integer()
+    if name == "lr":
+        return value > 0
+    if name == "weight_decay":
+        return value >= 0
+    return 0 <= value < 1
+
+
 def _check_optimizer_state(path: Path, optim: dict[str, np.ndarray], optimizer, params) -> None:
     """Finite scalars (step count, lr, hyperparameters) and, once steps were taken, exactly one
     slot array per parameter and slot: a missing one would silently restart at zero."""
@@ -823,7 +837,7 @@ def _check_optimizer_state(path: Path, optim: dict[str, np.ndarray], optimizer, 
         value = optim.get(name)
         if value is None or value.shape != () or value.dtype.kind not in "iuf":
             raise CheckpointError(f"{path}: optimizer entry {name!r} is missing or not a number")
-        if not np.isfinite(value):
+        if not np.isfinite(value) or not _in_range(name, float(value)):
             raise CheckpointError(f"{path}: optimizer entry {name!r} is {value}")
     started = optim["t"] != 0  # before the first step an optimizer has no slot arrays yet
     slots = {f"{s}.{n}": p for s in optimizer.slots for n, p in params.items()} if started else {}

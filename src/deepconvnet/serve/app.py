@@ -24,6 +24,7 @@ memory (a few hundred MB for a 40 MP image of a few hundred KB).
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import socket
@@ -45,7 +46,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from deepconvnet.errors import DeepConvNetError
+from deepconvnet.errors import CheckpointError, DeepConvNetError
 from deepconvnet.images import MAX_PIXELS, ImageTooLargeError, load_digit, pixels_to_digit
 from deepconvnet.serve import DigitClassifier, predict_digit
 
@@ -85,7 +86,7 @@ def create_app(
     static = resources.files("deepconvnet.serve") / "static"
     app.mount("/static", WholeStaticFiles(directory=str(static)), name="static")
     # Decoding (images, and JSON pixels) runs on a pool of its own: see _in_pool.
-    pool = ThreadPoolExecutor(max_workers=decode_slots, thread_name_prefix="decode")
+    pool = decode_pool(decode_slots)
     decoders = _in_pool(load_digit, pool), _in_pool(_digit_from_json, pool)
 
     @app.get("/", response_class=HTMLResponse)
@@ -129,6 +130,13 @@ async def _digit_from_request(
             'multipart/form-data or JSON {"pixels": 28x28 numbers in [0, 1]}',
         )
     return await decode(data, name=name, max_pixels=max_pixels)
+
+
+@functools.cache
+def decode_pool(slots: int) -> ThreadPoolExecutor:
+    """The process's pool of ``slots`` decoding threads, shared by every app made with that
+    many: an app does not own threads that would outlive it (FastAPI keeps its endpoints)."""
+    return ThreadPoolExecutor(max_workers=slots, thread_name_prefix=f"decode{slots}")
 
 
 def _in_pool(function: Callable[..., Any], pool: ThreadPoolExecutor) -> Callable[..., Awaitable]:
@@ -189,6 +197,8 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(DeepConvNetError)
     async def user_error(_: Request, exc: DeepConvNetError) -> JSONResponse:
+        if isinstance(exc, CheckpointError):  # the served model cannot answer: not the client's
+            return JSONResponse({"error": str(exc)}, status_code=500)
         status = 413 if isinstance(exc, ImageTooLargeError) else 400
         return JSONResponse({"error": str(exc)}, status_code=status)
 
