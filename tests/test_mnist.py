@@ -602,10 +602,14 @@ def test_a_cache_that_fails_mid_read_is_kept(tiny, monkeypatch):
 
     load_dataset("tiny", cache_dir=tiny.cache_dir, log=Log())
 
-    def failing_load(*args, **kwargs):
-        raise OSError(errno.EIO, "Input/output error")
+    real_read_bytes = Path.read_bytes
 
-    monkeypatch.setattr(fileio.np, "load", failing_load)
+    def failing_read(self):
+        if self == tiny.cache_path:
+            raise OSError(errno.EIO, "Input/output error")
+        return real_read_bytes(self)
+
+    monkeypatch.setattr(Path, "read_bytes", failing_read)
     with pytest.raises(DataError, match=r"cannot read \(Input/output error\); fix its"):
         load_dataset("tiny", cache_dir=tiny.cache_dir, log=Log())
     assert tiny.cache_path.is_file()
