@@ -33,12 +33,13 @@ from typing import Any
 import numpy as np
 
 from deepconvnet.errors import EXIT_INTERRUPTED, DeepConvNetError
-from deepconvnet.fileio import atomic_write_bytes, atomic_write_json, check_fresh_dir, one_line
+from deepconvnet.fileio import atomic_write_bytes, atomic_write_json, check_fresh_dir
 from deepconvnet.models import INFERENCE_BATCH
 from deepconvnet.train import (
     RESULTS,
     TrainConfig,
     clear_unstarted_run,
+    read_results,
     run_state,
     stop_signals,
     value_problem,
@@ -394,16 +395,10 @@ def train_ensemble(
 
 def _finished_result(index: int, run_dir: Path) -> MemberResult:
     """A finished member's figures from its results.json; a damaged file is one line."""
-    path = run_dir / RESULTS
-    try:
-        results = json.loads(path.read_text())
-        accuracy = results["test_accuracy"]
-        seconds = results.get("train_seconds", 0.0)
-    except (OSError, ValueError, RecursionError, TypeError, KeyError, AttributeError) as exc:
-        raise DeepConvNetError(f"{path}: unreadable results ({one_line(exc)})") from exc
-    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in (accuracy, seconds)):
-        raise DeepConvNetError(f"{path}: test_accuracy and train_seconds must be numbers")
-    return MemberResult(index, run_dir, "finished", accuracy, seconds)
+    results = read_results(run_dir)
+    return MemberResult(
+        index, run_dir, "finished", results["test_accuracy"], results["train_seconds"]
+    )
 
 
 def _start_line(plan: EnsemblePlan, index: int, where: str) -> str:

@@ -47,6 +47,7 @@ from deepconvnet.models import (
     layer_summary,
 )
 
+DEPTH_RECORD = "depth_experiment.json"  # the experiment's settings and finished cells
 DEFAULT_SIZES = (1000, 5000, 60000)
 QUICK_SIZES = (500, 2000)
 QUICK_EPOCHS = 3
@@ -140,17 +141,16 @@ def run_depth_experiment(
 
     log = log or (lambda message: None)
     out_dir = Path(out_dir)
-    if resume:
-        record = read_depth_record(out_dir)
-        config = depth_config_from(record, threads=config.threads, data_dir=config.data_dir)
-    else:
+    if resume and not (out_dir / DEPTH_RECORD).is_file():
+        raise DeepConvNetError(f"{out_dir}: no depth experiment to resume (no {DEPTH_RECORD})")
+    if not resume:
         _check_depth_can_start(config, out_dir, log)
         record = _new_depth_record(config)
         _write_depth_json(record, out_dir)
     with hold_dir(out_dir, "run"):  # one process at a time: a second resume would clear cells
-        if resume:
-            record = read_depth_record(out_dir)  # as the holder before us left it
-            depth_config_from(record)
+        if resume:  # the record as the holder before us left it
+            record = read_depth_record(out_dir)
+            config = depth_config_from(record, threads=config.threads, data_dir=config.data_dir)
             # What the record says of the networks is recomputed, not trusted (the report
             # prints it): the names alone define them.
             models = [build_depth_model(name, backend="reference") for name in config.models]
@@ -222,19 +222,16 @@ def _run_depth_cell(config, record, out_dir: Path, name: str, size: int, n_epoch
 def _depth_cell(out_dir: Path, run_dir: Path, name: str, size: int, n_epochs: int) -> dict:
     """A finished cell's row, read from its run directory (results.json, metrics.jsonl); a
     damaged file is one line, never a value the report cannot print."""
-    from deepconvnet.train import METRICS, RESULTS
+    from deepconvnet.train import METRICS, read_results
 
+    results = read_results(run_dir)
     try:
-        results = json.loads((run_dir / RESULTS).read_text())
         last_epoch = json.loads((run_dir / METRICS).read_text().splitlines()[-1])
         cell = {
             "model": name,
             "train_size": size,
             "epochs": n_epochs,
-            "test_accuracy": results["test_accuracy"],
-            "test_correct": results["test_correct"],
-            "test_total": results["test_total"],
-            "train_seconds": results["train_seconds"],
+            **results,
             "final_train_loss": last_epoch["train_loss"],
             "run_dir": run_dir.relative_to(out_dir).as_posix(),
         }
@@ -271,7 +268,7 @@ def _check_cell(cell: Any) -> None:
 
 def read_depth_record(out_dir: Path) -> dict[str, Any]:
     """The record of the experiment in ``out_dir`` (what --resume carries on)."""
-    path = out_dir / "depth_experiment.json"
+    path = out_dir / DEPTH_RECORD
     try:
         record = json.loads(path.read_text())
     except FileNotFoundError:
@@ -300,12 +297,12 @@ def depth_config_from(
             models=tuple(record["models"]),
             seed=_whole_numbers([record["seed"]], "seed", low=0)[0],
             threads=threads or _optional(record["threads"], int, "threads"),
-            dataset=_optional(record["dataset"], str, "dataset") or "",
+            dataset=record["dataset"],
             data_dir=data_dir or _optional(record.get("data_dir"), str, "data_dir"),
             backend=_optional(record.get("backend"), str, "backend"),
         )
-        if not config.dataset:
-            raise ValueError("no dataset recorded")
+        if not isinstance(config.dataset, str) or not config.dataset:
+            raise ValueError(f"dataset is {config.dataset!r}")
         unknown = [name for name in config.models if name not in DEPTH_MODELS]
         if unknown or not isinstance(record["models"], dict) or not config.models:
             raise ValueError(f"models {list(record['models'])} are not the depth experiment's")
@@ -326,7 +323,7 @@ def depth_config_from(
         if not isinstance(notes, list) or not all(isinstance(n, str) for n in notes):
             raise ValueError("notes is not a list of strings")
     except (KeyError, TypeError, ValueError) as exc:
-        raise DeepConvNetError(f"depth_experiment.json: damaged record ({one_line(exc)})") from exc
+        raise DeepConvNetError(f"{DEPTH_RECORD}: damaged record ({one_line(exc)})") from exc
     return config
 
 
@@ -348,7 +345,7 @@ def _optional(value: Any, kind: type, name: str) -> Any:
 def _write_depth_json(record: dict[str, Any], out_dir: Path) -> Path:
     from deepconvnet.fileio import atomic_write_text
 
-    return atomic_write_text(out_dir / "depth_experiment.json", json.dumps(record, indent=2) + "\n")
+    return atomic_write_text(out_dir / DEPTH_RECORD, json.dumps(record, indent=2) + "\n")
 
 
 def _check_depth_can_start(config: DepthConfig, out_dir: Path, log: Callable[[str], None]) -> None:

@@ -79,6 +79,11 @@ class Sequential:
         self.body = self.layers[:-1] if self.loss_layer is not None else self.layers
         if not self.body:
             raise ValueError("a model needs at least one layer before its loss")
+        self._normalised_outputs = [  # see _biases_before_batchnorm
+            (layer, after)
+            for layer, after in zip(self.body, self.body[1:], strict=False)
+            if isinstance(layer, Convolution | Affine) and isinstance(after, BatchNormalization)
+        ]
         self.rng = rng if rng is not None else np.random.default_rng(0)
         for layer in self.layers:
             layer.astype(self.dtype)
@@ -190,13 +195,7 @@ class Sequential:
         round-off (~1e-6 in float32), which Adam would scale up to steps of ``lr``: a random walk
         that makes eval-mode results depend on thread count. (With running statistics, in eval
         mode, the bias does count.)"""
-        return [
-            layer
-            for layer, after in zip(self.body, self.body[1:], strict=False)
-            if isinstance(layer, Convolution | Affine)
-            and isinstance(after, BatchNormalization)
-            and after.normalised_batch
-        ]
+        return [layer for layer, after in self._normalised_outputs if after.normalised_batch]
 
     def set_backend(self, backend: str) -> None:
         """Switch kernels: ``"fast"`` (NHWC inside) or ``"reference"`` (NCHW, the book's)."""

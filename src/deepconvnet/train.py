@@ -45,6 +45,7 @@ from deepconvnet.fileio import (
     check_fresh_dir,
     is_staged_write,
     json_to_array,
+    one_line,
     outermost_missing,
     remove_empty_dirs,
 )
@@ -528,6 +529,25 @@ def _check_run_dir(run_dir: Path | None, resume: bool) -> None:
         return
     check_fresh_dir(run_dir, f"use --resume {run_dir} to continue it, or choose another --out")
     _check_creatable(run_dir)
+
+
+RESULT_FIGURES = ("test_accuracy", "test_correct", "test_total", "train_seconds")
+
+
+def read_results(run_dir: Path) -> dict[str, float]:
+    """The figures of a finished run's results.json (:data:`RESULT_FIGURES`), each a number: a
+    damaged file is one line naming it, never a value a report cannot print."""
+    path = run_dir / RESULTS
+    figures = {}
+    try:
+        results = json.loads(path.read_text())
+        for key in RESULT_FIGURES:
+            figures[key] = value = results[key]
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise DeepConvNetError(f"{path}: {', '.join(RESULT_FIGURES)} must be numbers")
+    except (OSError, ValueError, RecursionError, TypeError, KeyError) as exc:
+        raise DeepConvNetError(f"{path}: unreadable results ({one_line(exc)})") from exc
+    return figures
 
 
 def run_state(run_dir: Path) -> str:
