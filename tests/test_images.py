@@ -407,3 +407,97 @@ def test_raw_pixels_must_be_numbers_not_strings_or_booleans():
     for bad in ([["0.5"] * 28] * 28, np.ones((28, 28), dtype=bool), mixed):
         with pytest.raises(ImageError, match=r"expected 28x28 numbers .*not numbers"):
             pixels_to_digit(bad)
+
+
+# -- photos of paper: shading and ruled lines ---------------------------------------------------
+def paper_photo(light: np.ndarray, lines: np.ndarray | None = None, seed: int = 0) -> np.ndarray:
+    """The reference 7 (300x200) as a photo: ink and paper reflectances under ``light``, paper
+    lines (reflectance factors) where given, and sensor noise."""
+    ink = 1 - np.asarray(draw_seven((300, 200), dark_on_light=True), dtype=np.float64) / 255
+    paper = 0.9 * (np.ones_like(ink) if lines is None else lines)
+    reflectance = paper * (1 - ink) + 0.1 * ink
+    noise = np.random.default_rng(seed).normal(0, 0.015, ink.shape)
+    return np.clip(light * reflectance + noise, 0, 1)
+
+
+def vignette(corners: float) -> np.ndarray:
+    """Light falling off with the squared distance from the middle, to ``corners`` there."""
+    rows, cols = np.indices((200, 300))
+    r2 = ((rows - 99.5) / 99.5) ** 2 + ((cols - 149.5) / 149.5) ** 2
+    return 1 - (1 - corners) * r2 / 2
+
+
+def side_light(falloff: float) -> np.ndarray:
+    return np.broadcast_to(np.linspace(1, 1 - falloff, 300), (200, 300))
+
+
+def ruled(pitch: int = 20, width: int = 2, shade: float = 0.6, both_ways: bool = False):
+    on_rows = (np.arange(200) + 7) % pitch < width
+    on_cols = (np.arange(300) + 3) % pitch < width
+    lines = on_rows[:, None] | (on_cols[None, :] & both_ways)
+    return np.where(lines, shade, 1.0)
+
+
+def same_digit(digit: np.ndarray, reference: np.ndarray = REFERENCE) -> bool:
+    return (
+        np.abs(digit - reference).mean() < 0.03
+        and np.corrcoef(digit.ravel(), reference.ravel())[0, 1] > 0.95
+    )
+
+
+@pytest.mark.parametrize(
+    "light",
+    [vignette(0.8), vignette(0.6), side_light(0.4), side_light(0.6)],
+    ids=["corners-a-fifth-darker", "corners-40%-darker", "lamp-40%", "lamp-60%"],
+)
+def test_shading_across_a_photo_is_not_read_as_ink(light):
+    """The paper's level was the border's median: shading that left the middle of the page
+    brighter than its edges, or one side darker, was cropped with the digit, which came out
+    small, or read as light ink on dark. The level is now measured around every pixel."""
+    assert same_digit(prepare_digit(paper_photo(light)))
+
+
+@pytest.mark.parametrize(
+    ("lines", "light"),
+    [
+        (ruled(), 1.0),
+        (ruled(pitch=12, width=1, shade=0.75), 1.0),
+        (ruled(both_ways=True), 1.0),
+        (ruled(), side_light(0.4)),
+    ],
+    ids=["ruled", "narrow-ruled", "squared", "ruled-lamp-lit"],
+)
+def test_the_lines_of_ruled_and_squared_paper_are_erased(lines, light):
+    assert same_digit(prepare_digit(paper_photo(light, lines)))
+
+
+def test_a_bar_as_thick_as_the_strokes_across_the_whole_image_is_kept():
+    """A 7 cropped tight: its bar spans the image like a ruled line, but it is as thick as the
+    strokes, and a ruled line is thinner than them. It reads as the same 7 with a margin."""
+    tight = Image.new("L", (100, 120), 255)
+    ImageDraw.Draw(tight).line([(0, 8), (99, 8), (30, 119)], fill=0, width=14)
+    margin = Image.new("L", (200, 220), 255)
+    margin.paste(tight, (50, 50))
+    assert same_digit(prepare_digit(np.asarray(tight)), prepare_digit(np.asarray(margin)))
+
+
+@pytest.mark.parametrize("light", [vignette(0.6), side_light(0.6)], ids=["vignette", "lamp"])
+def test_a_shaded_page_with_nothing_on_it_is_blank(light):
+    with pytest.raises(ImageError, match="no digit found"):
+        prepare_digit(light * 0.9, name="page")
+
+
+def test_a_speck_far_from_the_digit_does_not_widen_the_crop():
+    """One dark pixel in a corner of the page was ink to the crop, which then spanned the page
+    and shrank the digit; pieces under 1% of the digit's largest piece are left out of it."""
+    grey = np.asarray(draw_seven((300, 200), dark_on_light=True)).copy()
+    grey[5:7, 290:292] = 0
+    assert same_digit(prepare_digit(grey))
+
+
+def test_a_page_whose_only_strong_marks_are_its_lines_has_no_digit():
+    """Lines thinner than a faint smudge beside them are erased, and nothing strong is left."""
+    page = 0.9 * ruled(pitch=20, width=1, shade=0.3)
+    page[100:104, 150:154] = 0.8  # a smudge, far fainter than the lines
+    with pytest.raises(ImageError, match="no digit found"):
+        prepare_digit(page, name="lined page")

@@ -3,10 +3,11 @@
 MNIST's digits are white ink on black, size-normalised to fit a 20x20 box (aspect ratio kept,
 anti-aliased to grey levels) and centred by centre of mass in a 28x28 field. A network trained on
 them only recognises digits that look like that, so a photo, scan or canvas drawing goes through
-the same steps: greyscale -> ink made bright (the paper's level is the border's median, and dark
-ink on lighter paper is inverted) -> paper level removed and contrast stretched -> cropped to the
-ink -> fitted into 20x20 -> shifted so that its centre of mass is the centre of the 28x28 field ->
-brightest pixel scaled to full white.
+the same steps: greyscale -> ink made bright (the paper's level is measured around every pixel,
+so shading is no ink, and dark ink on lighter paper is inverted) -> paper level removed and
+contrast stretched -> the lines of ruled or squared paper erased -> cropped to the ink (specks
+left out) -> fitted into 20x20 -> shifted so that its centre of mass is the centre of the 28x28
+field -> brightest pixel scaled to full white.
 
 Everything that can go wrong with a user's image raises :class:`ImageError` with one line naming the
 image and the problem; nothing else escapes, whatever the bytes or array.
@@ -51,6 +52,12 @@ CENTRE = (
 MIN_CONTRAST = 0.1  # ink must stand this far above the paper, else the image is blank
 INK_THRESHOLD = 0.2  # after stretching: pixels at least this bright count as ink for the crop
 NOISE_FLOOR = 0.05  # after stretching: dimmer pixels are paper texture, set to zero
+SPECK = 0.01  # pieces of ink this small beside the largest piece are noise to the crop
+PAPER_CELLS = 48  # the paper's level is measured on a grid at most this many cells a side
+PAPER_WINDOW = 0.25  # ... over windows this fraction of the image's longer side
+PAPER_PERCENTILE = 20  # ... as this percentile (light ink) or 100 minus it (dark ink)
+RULE_LEVEL = 0.08  # after stretching: pixels at least this bright count towards a ruled line
+RULE_SPAN = 0.8  # a ruled line marks at least this fraction of its row or column
 
 
 class ImageTooLargeError(ImageError):
@@ -354,27 +361,151 @@ def _unit_range(arr: np.ndarray, name: str) -> np.ndarray:
 def _ink(grey: np.ndarray, name: str) -> np.ndarray:
     """Bright ink on a zero background, stretched so that the brightest ink is 1.
 
-    The paper's level is the border's median; the ink is on the side of it holding more
-    contrast, summed over the pixels that stand out from the paper's texture. (Deciding from
-    the paper alone, light above 0.5, read dark ink on dim paper, an underexposed photo, as a
-    blank page; deciding from the extreme pixels let one glint of glare outvote a pencil stroke.)
+    The paper's level is measured locally (:func:`_paper_level`), so shading across a photo is
+    no ink; the ink is on the side of the paper holding more contrast, summed over the pixels
+    that stand out from the paper's texture. (Deciding from the paper alone, light above 0.5,
+    read dark ink on dim paper, an underexposed photo, as a blank page; deciding from the extreme
+    pixels let one glint of glare outvote a pencil stroke.) Dark ink is measured relative to
+    the paper around it, as light reflected from both falls off together under shading; ruled
+    and squared paper's lines are then erased (:func:`_erase_rules`).
     """
-    border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
-    paper = float(np.median(border))
-    texture = MIN_CONTRAST / 2
-    darker = np.clip(paper - texture - grey, 0.0, None).sum()
-    lighter = np.clip(grey - paper - texture, 0.0, None).sum()
-    ink, background = (1.0 - grey, 1.0 - paper) if darker > lighter else (grey, paper)
-    peak = float(ink.max())
-    if peak - background < MIN_CONTRAST:
+    grey = grey.astype(np.float32)  # one copy; each step below allocates at most one more
+    residual = grey - _paper_level(grey, 50)
+    dark_ink = _above_texture(-residual) > _above_texture(residual)
+    del residual
+    paper = _paper_level(grey, 100 - PAPER_PERCENTILE if dark_ink else PAPER_PERCENTILE)
+    ink = np.subtract(paper, grey) if dark_ink else np.subtract(grey, paper)
+    del grey
+    if ink.max() < MIN_CONTRAST:
         raise ImageError(f"{name}: no digit found (the image is blank or uniform)")
-    ink = np.clip((ink - background) / (peak - background), 0.0, 1.0)
+    if dark_ink:  # reflected light: ink and paper dim together under shading
+        ink /= np.maximum(paper, np.float32(MIN_CONTRAST), out=paper)
+    del paper
+    ink /= ink.max()
+    np.clip(ink, 0.0, 1.0, out=ink)
+    if dark_ink:  # only paper has ruled lines
+        _erase_rules(ink)
+        if ink.max() < INK_THRESHOLD:
+            raise ImageError(f"{name}: no digit found (only the paper's lines)")
     ink[ink < NOISE_FLOOR] = 0.0
     return ink
 
 
+def _above_texture(contrast: np.ndarray) -> float:
+    """Summed contrast of the pixels that stand out from the paper's texture."""
+    excess = contrast - np.float32(MIN_CONTRAST / 2)
+    return float(np.maximum(excess, 0, out=excess).sum(dtype=np.float64))
+
+
+def _paper_level(grey: np.ndarray, percentile: float) -> np.ndarray:
+    """The paper's brightness at every pixel, measured from the image around it.
+
+    On a coarse grid of block means (at most ``PAPER_CELLS`` a side), a ``percentile`` filter
+    over windows a ``PAPER_WINDOW`` of the image wide finds the paper's side: high for dark ink
+    (the paper as long as strokes cover less than ``100 - percentile`` % of a window), low for
+    light ink, 50 to judge which is which. Under shading that percentile is biased towards the
+    bright (or dark) end of each window, enough to leave a faint plate of "ink" on the dim side
+    of a lamp-lit page; the paper's level is therefore the mean of the cells on the paper's side
+    of it, or within ``MIN_CONTRAST`` of it (where a vignette darkens the edges faster than a
+    window can follow), over a quarter of such a window. The grid is brought back to full size
+    bilinearly.
+    """
+    from scipy import ndimage
+
+    cell = max(1, math.ceil(max(grey.shape) / PAPER_CELLS))
+    coarse = _block_means(grey, cell)
+    size = max(3, round(PAPER_WINDOW * max(coarse.shape)))
+    level = ndimage.percentile_filter(coarse, percentile, size=size, mode="nearest")
+    if percentile != 50:
+        near = MIN_CONTRAST
+        paper = coarse >= level - near if percentile > 50 else coarse <= level + near
+        quarter = max(3, size // 4)
+        weight = ndimage.uniform_filter(paper.astype(np.float64), quarter, mode="nearest")
+        total = ndimage.uniform_filter(np.where(paper, coarse, 0.0), quarter, mode="nearest")
+        level = np.divide(total, weight, out=level, where=weight > 1e-9)
+    level = level.astype(np.float32)
+    if level.shape == grey.shape:
+        return level
+    resized = Image.fromarray(level).resize(
+        (grey.shape[1], grey.shape[0]), Image.Resampling.BILINEAR
+    )
+    return np.array(resized, dtype=np.float32)  # a writable copy
+
+
+def _block_means(arr: np.ndarray, cell: int) -> np.ndarray:
+    """Means of ``cell`` x ``cell`` blocks (the last row and column of blocks padded by edge)."""
+    if cell == 1:
+        return arr
+    height, width = arr.shape
+    rows, cols = -(-height // cell), -(-width // cell)
+    padded = np.pad(arr, [(0, rows * cell - height), (0, cols * cell - width)], mode="edge")
+    return padded.reshape(rows, cell, cols, cell).mean(axis=(1, 3), dtype=np.float64)
+
+
+def _erase_rules(ink: np.ndarray) -> None:
+    """Erase the lines of ruled or squared paper from ``ink``, in place.
+
+    A ruled line is a band of rows (or columns) marked (at least ``RULE_LEVEL``) across at
+    least ``RULE_SPAN`` of the image, which a digit's strokes are not, and at most half as
+    thick as the digit's strokes, measured on what is marked outside such bands (where nothing
+    is, as on a page of lines or a bar cropped edge to edge, the bands stay). In a line's band,
+    and one row either side of it where the lens blurred it, each row's median (the line)
+    becomes paper, ink over it is rescaled from the line's level up to full ink (opaque ink
+    hides the line), and strokes crossing it are also restored from the rows just outside.
+    Lines as thick as the strokes, or slanted across rows, stay and are read as ink.
+    """
+    marked = ink >= RULE_LEVEL
+    bands = [_runs(marked.mean(axis=1) >= RULE_SPAN), _runs(marked.mean(axis=0) >= RULE_SPAN)]
+    if not bands[0] and not bands[1]:
+        return
+    strokes = marked.copy()
+    for top, bottom in bands[0]:
+        strokes[top:bottom] = False
+    for left, right in bands[1]:
+        strokes[:, left:right] = False
+    thin = _stroke_width(strokes) / 2
+    for view, runs in zip((ink, ink.T), bands, strict=True):  # ink.T: writes land in ink
+        level = np.median(view, axis=1)  # after the rows' pass, for the columns
+        for top, bottom in runs:
+            if bottom - top > thin:
+                continue
+            top, bottom = max(0, top - 1), min(len(view), bottom + 1)
+            above = view[top - 1] if top > 0 else 0.0
+            below = view[bottom] if bottom < len(view) else 0.0
+            line = level[top:bottom, None]
+            darker = np.clip((view[top:bottom] - line) / np.maximum(1 - line, 1e-6), 0.0, None)
+            view[top:bottom] = np.maximum(darker, (above + below) / 2)
+
+
+def _stroke_width(marked: np.ndarray) -> float:
+    """The digit's thickest strokes: twice the 99th percentile of the marked pixels' distance
+    to paper, 0 where none are. Large images are measured on every ``step``-th pixel, at the
+    cost of a 256-pixel image."""
+    from scipy import ndimage
+
+    step = max(1, max(marked.shape) // 256)
+    sample = marked[::step, ::step]
+    if not sample.any():
+        return 0.0
+    depth = ndimage.distance_transform_edt(sample)
+    return 2 * step * float(np.percentile(depth[sample], 99))
+
+
+def _runs(flags: np.ndarray) -> list[tuple[int, int]]:
+    """``[start, stop)`` of every run of True in a 1-D boolean array."""
+    edges = np.flatnonzero(np.diff(np.concatenate([[False], flags, [False]]).astype(np.int8)))
+    return list(zip(edges[::2].tolist(), edges[1::2].tolist(), strict=True))
+
+
 def _crop_to_ink(ink: np.ndarray) -> np.ndarray:
-    strong = ink >= INK_THRESHOLD
+    """The box around the digit: its strong ink, less specks (pieces of it smaller than
+    ``SPECK`` of its largest piece, such as sensor noise on a dim page), which would widen it."""
+    from scipy import ndimage
+
+    labels, _ = ndimage.label(ink >= INK_THRESHOLD, structure=np.ones((3, 3)))
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0  # paper
+    strong = (sizes >= SPECK * sizes.max())[labels] & (labels > 0)
     rows = np.flatnonzero(strong.any(axis=1))
     cols = np.flatnonzero(strong.any(axis=0))
     return ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
