@@ -367,14 +367,15 @@ def test_a_thin_stroke_peaks_at_full_white_as_every_mnist_digit_does():
 
 def test_a_glint_of_glare_does_not_outvote_a_faint_pencil_stroke():
     """Grey paper (0.7), a faint 7 (0.45) and a spot of glare at full white: the ink is the side
-    of the paper with more contrast in all, not the single most extreme pixel."""
+    of the paper with more contrast in all, not the single most extreme pixel. (The spot moves
+    the fitted paper level by a few ten-thousandths.)"""
     grey = np.asarray(draw_seven((300, 200), dark_on_light=True), dtype=np.float64) / 255
     photo = 0.45 + (0.7 - 0.45) * grey
     clean = prepare_digit(photo)
     for spot in (1, 5):
         glared = photo.copy()
         glared[20 : 20 + spot, 30 : 30 + spot] = 1.0
-        np.testing.assert_allclose(prepare_digit(glared), clean, atol=1e-6)
+        np.testing.assert_allclose(prepare_digit(glared), clean, atol=1e-3)
 
 
 def test_a_32_bit_image_of_8_bit_values_is_read_as_8_bit():
@@ -501,3 +502,16 @@ def test_a_page_whose_only_strong_marks_are_its_lines_has_no_digit():
     page[100:104, 150:154] = 0.8  # a smudge, far fainter than the lines
     with pytest.raises(ImageError, match="no digit found"):
         prepare_digit(page, name="lined page")
+
+
+@pytest.mark.parametrize("dark_on_light", [False, True])
+def test_a_bold_digit_cropped_tight_reads_as_with_a_margin(dark_on_light):
+    """A 28x28 0 with a stroke 7 pixels thick, 42% of the image ink: a paper level taken as a
+    percentile over windows a quarter of the image wide took the inside of such strokes for
+    paper and hollowed them (mean difference 0.21-0.25); the fitted surface cannot."""
+    paper, ink = (255, 0) if dark_on_light else (0, 255)
+    tight = Image.new("L", (28, 28), paper)
+    ImageDraw.Draw(tight).ellipse([4, 2, 23, 25], outline=ink, width=7)
+    margin = Image.new("L", (108, 108), paper)
+    margin.paste(tight, (40, 40))
+    assert same_digit(prepare_digit(np.asarray(tight)), prepare_digit(np.asarray(margin)))

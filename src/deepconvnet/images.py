@@ -3,11 +3,11 @@
 MNIST's digits are white ink on black, size-normalised to fit a 20x20 box (aspect ratio kept,
 anti-aliased to grey levels) and centred by centre of mass in a 28x28 field. A network trained on
 them only recognises digits that look like that, so a photo, scan or canvas drawing goes through
-the same steps: greyscale -> ink made bright (the paper's level is measured around every pixel,
-so shading is no ink, and dark ink on lighter paper is inverted) -> paper level removed and
-contrast stretched -> the lines of ruled or squared paper erased -> cropped to the ink (specks
-left out) -> fitted into 20x20 -> shifted so that its centre of mass is the centre of the 28x28
-field -> brightest pixel scaled to full white.
+the same steps: greyscale -> ink made bright (the paper's level is a smooth surface fitted to
+the paper, so shading is no ink, and dark ink on lighter paper is inverted) -> paper level
+removed and contrast stretched -> the lines of ruled or squared paper erased -> cropped to the
+ink (specks left out) -> fitted into 20x20 -> shifted so that its centre of mass is the centre of
+the 28x28 field -> brightest pixel scaled to full white.
 
 Everything that can go wrong with a user's image raises :class:`ImageError` with one line naming the
 image and the problem; nothing else escapes, whatever the bytes or array.
@@ -53,9 +53,10 @@ MIN_CONTRAST = 0.1  # ink must stand this far above the paper, else the image is
 INK_THRESHOLD = 0.2  # after stretching: pixels at least this bright count as ink for the crop
 NOISE_FLOOR = 0.05  # after stretching: dimmer pixels are paper texture, set to zero
 SPECK = 0.01  # pieces of ink this small beside the largest piece are noise to the crop
-PAPER_CELLS = 48  # the paper's level is measured on a grid at most this many cells a side
-PAPER_WINDOW = 0.25  # ... over windows this fraction of the image's longer side
-PAPER_PERCENTILE = 20  # ... as this percentile (light ink) or 100 minus it (dark ink)
+PAPER_CELLS = 48  # the paper's level is fitted on a grid at most this many cells a side
+#: ... and refitted to the cells within each of these of it in turn: the first takes in a page
+#: a lamp darkens by half, the last is the paper's texture (the last is repeated until stable).
+PAPER_TOLERANCES = (0.4, 0.2, 0.1) + (MIN_CONTRAST / 2,) * 12
 RULE_LEVEL = 0.08  # after stretching: pixels at least this bright count towards a ruled line
 RULE_SPAN = 0.8  # a ruled line marks at least this fraction of its row or column
 
@@ -361,20 +362,20 @@ def _unit_range(arr: np.ndarray, name: str) -> np.ndarray:
 def _ink(grey: np.ndarray, name: str) -> np.ndarray:
     """Bright ink on a zero background, stretched so that the brightest ink is 1.
 
-    The paper's level is measured locally (:func:`_paper_level`), so shading across a photo is
-    no ink; the ink is on the side of the paper holding more contrast, summed over the pixels
-    that stand out from the paper's texture. (Deciding from the paper alone, light above 0.5,
-    read dark ink on dim paper, an underexposed photo, as a blank page; deciding from the extreme
-    pixels let one glint of glare outvote a pencil stroke.) Dark ink is measured relative to
-    the paper around it, as light reflected from both falls off together under shading; ruled
-    and squared paper's lines are then erased (:func:`_erase_rules`).
+    The paper's level is a smooth surface fitted to it (:func:`_paper_level`), so shading across
+    a photo is no ink; the ink is on the side of the paper holding more contrast, summed over
+    the pixels that stand out from the paper's texture. (Deciding from the paper alone, light
+    above 0.5, read dark ink on dim paper, an underexposed photo, as a blank page; deciding from
+    the extreme pixels let one glint of glare outvote a pencil stroke.) Dark ink is measured
+    relative to the paper around it, as light reflected from both falls off together under
+    shading; ruled and squared paper's lines are then erased (:func:`_erase_rules`).
     """
     grey = grey.astype(np.float32)  # one copy; each step below allocates at most one more
-    residual = grey - _paper_level(grey, 50)
-    dark_ink = _above_texture(-residual) > _above_texture(residual)
-    del residual
-    paper = _paper_level(grey, 100 - PAPER_PERCENTILE if dark_ink else PAPER_PERCENTILE)
-    ink = np.subtract(paper, grey) if dark_ink else np.subtract(grey, paper)
+    paper = _paper_level(grey)
+    ink = np.subtract(grey, paper)
+    dark_ink = _above_texture(-ink) > _above_texture(ink)
+    if dark_ink:
+        np.negative(ink, out=ink)
     del grey
     if ink.max() < MIN_CONTRAST:
         raise ImageError(f"{name}: no digit found (the image is blank or uniform)")
@@ -397,39 +398,47 @@ def _above_texture(contrast: np.ndarray) -> float:
     return float(np.maximum(excess, 0, out=excess).sum(dtype=np.float64))
 
 
-def _paper_level(grey: np.ndarray, percentile: float) -> np.ndarray:
-    """The paper's brightness at every pixel, measured from the image around it.
+def _paper_level(grey: np.ndarray) -> np.ndarray:
+    """The paper's brightness at every pixel: a smooth surface fitted to the paper.
 
-    On a coarse grid of block means (at most ``PAPER_CELLS`` a side), a ``percentile`` filter
-    over windows a ``PAPER_WINDOW`` of the image wide finds the paper's side: high for dark ink
-    (the paper as long as strokes cover less than ``100 - percentile`` % of a window), low for
-    light ink, 50 to judge which is which. Under shading that percentile is biased towards the
-    bright (or dark) end of each window, enough to leave a faint plate of "ink" on the dim side
-    of a lamp-lit page; the paper's level is therefore the mean of the cells on the paper's side
-    of it, or within ``MIN_CONTRAST`` of it (where a vignette darkens the edges faster than a
-    window can follow), over a quarter of such a window. The grid is brought back to full size
-    bilinearly.
+    Light falls on a page smoothly (a phone's vignetting, a lamp's fall-off), so the paper's
+    level is a quadratic in the pixel's position, fitted by least squares to a coarse grid of
+    block means (at most ``PAPER_CELLS`` a side), starting from their median and refitted to the
+    cells ever closer to it (``PAPER_TOLERANCES``) until they stop changing: ink, ruled lines
+    and glare are left out, whatever the polarity. Six coefficients cannot follow a stroke,
+    however bold or tightly cropped; a percentile over local windows did, hollowing bold digits.
     """
-    from scipy import ndimage
-
     cell = max(1, math.ceil(max(grey.shape) / PAPER_CELLS))
-    coarse = _block_means(grey, cell)
-    size = max(3, round(PAPER_WINDOW * max(coarse.shape)))
-    level = ndimage.percentile_filter(coarse, percentile, size=size, mode="nearest")
-    if percentile != 50:
-        near = MIN_CONTRAST
-        paper = coarse >= level - near if percentile > 50 else coarse <= level + near
-        quarter = max(3, size // 4)
-        weight = ndimage.uniform_filter(paper.astype(np.float64), quarter, mode="nearest")
-        total = ndimage.uniform_filter(np.where(paper, coarse, 0.0), quarter, mode="nearest")
-        level = np.divide(total, weight, out=level, where=weight > 1e-9)
-    level = level.astype(np.float32)
-    if level.shape == grey.shape:
-        return level
-    resized = Image.fromarray(level).resize(
-        (grey.shape[1], grey.shape[0]), Image.Resampling.BILINEAR
+    blocks = _block_means(grey, cell)
+    coarse = blocks.ravel()
+    centres = [np.arange(n) * cell + (cell - 1) / 2 for n in blocks.shape]
+    terms = _quadratic_terms(centres, grey.shape)
+    design = np.stack([np.broadcast_to(t, blocks.shape).ravel() for t in terms], axis=1)
+    coef = np.zeros(len(terms))
+    coef[0] = np.median(coarse)
+    inliers = None
+    for near in PAPER_TOLERANCES:
+        close = np.abs(coarse - design @ coef) <= near
+        if close.sum() <= len(terms) or np.array_equal(close, inliers):
+            break
+        inliers = close
+        coef = np.linalg.lstsq(design[inliers], coarse[inliers], rcond=None)[0]
+    pixels = _quadratic_terms([np.arange(n, dtype=np.float32) for n in grey.shape], grey.shape)
+    level = np.zeros(grey.shape, np.float32)
+    for c, term in zip(coef.astype(np.float32), pixels, strict=True):
+        level += c * term
+    return level
+
+
+def _quadratic_terms(positions: list[np.ndarray], shape: tuple[int, ...]) -> list[np.ndarray]:
+    """1, x, y, x^2, xy, y^2 at the given row and column positions (pixels), as arrays that
+    broadcast to their grid; positions are mapped to [-1, 1] across the image."""
+    y, x = (
+        ((p - (n - 1) / 2) / max((n - 1) / 2, 1)).astype(p.dtype)
+        for p, n in zip(positions, shape, strict=True)
     )
-    return np.array(resized, dtype=np.float32)  # a writable copy
+    y, x = y[:, None], x[None, :]
+    return [np.ones((1, 1), y.dtype), x, y, x * x, y * x, y * y]
 
 
 def _block_means(arr: np.ndarray, cell: int) -> np.ndarray:
@@ -473,7 +482,9 @@ def _erase_rules(ink: np.ndarray) -> None:
             above = view[top - 1] if top > 0 else 0.0
             below = view[bottom] if bottom < len(view) else 0.0
             line = level[top:bottom, None]
-            darker = np.clip((view[top:bottom] - line) / np.maximum(1 - line, 1e-6), 0.0, None)
+            # Rescaled from the line's level; over a line nearly as dark as the ink itself, only
+            # what stands well above the line is ink (a floor of 0.5 on the rescale).
+            darker = np.clip((view[top:bottom] - line) / np.maximum(1 - line, 0.5), 0.0, None)
             view[top:bottom] = np.maximum(darker, (above + below) / 2)
 
 

@@ -24,7 +24,9 @@ def _register_predict(sub: argparse._SubParsersAction) -> None:
         description=(
             "Classify image files of handwritten digits. Each image (any size, colour or grey) is "
             "prepared as MNIST digits were: greyscale, inverted if dark on light, cropped to the "
-            "digit, fitted into 20x20 keeping its aspect ratio, centred by centre of mass in 28x28."
+            "digit, fitted into 20x20 keeping its aspect ratio, centred by centre of mass in "
+            "28x28. Photos of paper work too: shading across the page and the lines of ruled or "
+            "squared paper are taken out first."
         ),
     )
     add_model_argument(parser)
