@@ -367,8 +367,8 @@ def _ink(grey: np.ndarray, name: str) -> np.ndarray:
     the pixels that stand out from the paper's texture. (Deciding from the paper alone, light
     above 0.5, read dark ink on dim paper, an underexposed photo, as a blank page; deciding from
     the extreme pixels let one glint of glare outvote a pencil stroke.) Dark ink is measured
-    relative to the paper around it, as light reflected from both falls off together under
-    shading; ruled and squared paper's lines are then erased (:func:`_erase_rules`).
+    relative to the paper's level where it lies, as light reflected from both falls off together
+    under shading; ruled and squared paper's lines are then erased (:func:`_erase_rules`).
     """
     grey = grey.astype(np.float32)  # one copy; each step below allocates at most one more
     paper = _paper_level(grey)
@@ -516,7 +516,7 @@ def _crop_to_ink(ink: np.ndarray) -> np.ndarray:
     labels, _ = ndimage.label(ink >= INK_THRESHOLD, structure=np.ones((3, 3)))
     sizes = np.bincount(labels.ravel())
     sizes[0] = 0  # paper
-    strong = (sizes >= SPECK * sizes.max())[labels] & (labels > 0)
+    strong = (sizes >= SPECK * sizes.max())[labels]
     rows = np.flatnonzero(strong.any(axis=1))
     cols = np.flatnonzero(strong.any(axis=0))
     return ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
