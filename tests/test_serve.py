@@ -272,6 +272,7 @@ def test_uploads_are_decoded_at_most_decode_slots_at_a_time(classifier, monkeypa
         return load_digit(*args, **kwargs)
 
     monkeypatch.setattr(app_module, "load_digit", slow_load_digit)
+    monkeypatch.setattr(app_module, "SMALL_UPLOAD_BYTES", -1)  # every upload a photo
     app = create_app(classifier, max_body_bytes=BODY_LIMIT, decode_slots=2)
     for _ in range(2):  # served twice: the limit is bound to no one event loop
         with running_server(app) as url, httpx.Client(base_url=url, timeout=30) as http:
@@ -286,6 +287,50 @@ def test_uploads_are_decoded_at_most_decode_slots_at_a_time(classifier, monkeypa
     assert most[0] == 2
     # Only the app's two decoding threads ever decode: each keeps its memory (malloc arena).
     assert len(threads) == 2 and all(name.startswith("decode") for name in threads)
+
+
+def test_a_drawing_is_answered_while_photos_queue_for_the_decoders(classifier, monkeypatch):
+    """Uploads were decoded in the order they came: the page's drawing waited for every large
+    photo before it. Small images have a lane of their own; a photo whose file is small but
+    whose header says more than 1 MP is refused there and joins the photos' queue."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    import deepconvnet.serve.app as app_module
+
+    photo_started, release, lanes = threading.Event(), threading.Event(), {}
+
+    def gated_load_digit(data, *, name, max_pixels):
+        if max_pixels > app_module.SMALL_UPLOAD_PIXELS:  # the photos' pool
+            photo_started.set()
+            assert release.wait(30)
+        digit = load_digit(data, name=name, max_pixels=max_pixels)
+        lanes[name] = threading.current_thread().name
+        return digit
+
+    monkeypatch.setattr(app_module, "load_digit", gated_load_digit)
+    big = Image.new("L", (1200, 1000), 255)  # 1.2 MP, a file of a few KB
+    big.paste(Image.open(io.BytesIO(seven_png())).resize((400, 400)), (400, 300))
+    buffer = io.BytesIO()
+    big.save(buffer, format="PNG")
+    app = create_app(classifier, max_body_bytes=BODY_LIMIT, decode_slots=1)
+    with (
+        running_server(app) as url,
+        httpx.Client(base_url=url, timeout=60) as http,
+        ThreadPoolExecutor(3) as pool,
+    ):
+        photos = [
+            pool.submit(http.post, "/api/predict", files={"file": (f"p{i}.png", buffer.getvalue())})
+            for i in range(3)
+        ]
+        assert photo_started.wait(30)  # one photo holds the photos' only decoder
+        drawing = http.post("/api/predict", files={"file": ("7.png", seven_png())})
+        answered_first = not release.is_set()
+        release.set()
+        assert drawing.status_code == 200 and answered_first
+        assert [photo.result().status_code for photo in photos] == [200] * 3
+    assert lanes["7.png"].startswith("decodesmall")
+    assert all(lanes[f"p{i}.png"].startswith("decode1") for i in range(3))
 
 
 # -- the serve command --------------------------------------------------------------------------

@@ -18,7 +18,8 @@ input, 413 a body over ``max_body_bytes`` or an image over ``max_pixels`` (decom
 415 an unsupported content type. Bodies are counted as they arrive, so a client cannot make the
 server buffer more than the limit, whatever its Content-Length says; images are decoded by a pool
 of ``DECODE_SLOTS`` threads, so concurrent uploads queue instead of each taking a decoded image's
-memory (a few hundred MB for a 40 MP image of a few hundred KB).
+memory (a few hundred MB for a 40 MP image of a few hundred KB). Small images (the page's drawing)
+have a decoding thread of their own, so they never queue behind large photos.
 """
 
 from __future__ import annotations
@@ -54,6 +55,10 @@ MAX_BODY_BYTES = 8 * 1024 * 1024  # a phone photo fits; anything bigger is refus
 #: Images decoded at once. Decoding is CPU-bound, so more would not answer sooner, only hold more
 #: decoded images in memory together.
 DECODE_SLOTS = min(4, os.cpu_count() or 1)
+#: Uploads of at most this many bytes and pixels (the page sends a 280x280 PNG of a few KB) are
+#: decoded on a lane of their own, one at a time: a drawing is answered while photos queue.
+SMALL_UPLOAD_BYTES = 256 * 1024
+SMALL_UPLOAD_PIXELS = 1_000_000
 LOOPBACK = "127.0.0.1"
 
 
@@ -85,9 +90,9 @@ def create_app(
     _add_error_handlers(app)
     static = resources.files("deepconvnet.serve") / "static"
     app.mount("/static", WholeStaticFiles(directory=str(static)), name="static")
-    # Decoding (images, and JSON pixels) runs on a pool of its own: see _in_pool.
+    # Decoding (images, and JSON pixels) runs on pools of its own: see _in_pool and _lanes.
     pool = decode_pool(decode_slots)
-    decoders = _in_pool(load_digit, pool), _in_pool(_digit_from_json, pool)
+    decoders = _lanes(pool, decode_pool(1, "small")), _in_pool(_digit_from_json, pool)
 
     @app.get("/", response_class=HTMLResponse)
     def index() -> HTMLResponse:
@@ -133,10 +138,35 @@ async def _digit_from_request(
 
 
 @functools.cache
-def decode_pool(slots: int) -> ThreadPoolExecutor:
-    """The process's pool of ``slots`` decoding threads, shared by every app made with that
-    many: an app does not own threads that would outlive it (FastAPI keeps its endpoints)."""
-    return ThreadPoolExecutor(max_workers=slots, thread_name_prefix=f"decode{slots}")
+def decode_pool(slots: int, lane: str = "") -> ThreadPoolExecutor:
+    """The process's pool of ``slots`` decoding threads for ``lane``, shared by every app made
+    with that many: an app does not own threads that would outlive it (FastAPI keeps its
+    endpoints)."""
+    return ThreadPoolExecutor(max_workers=slots, thread_name_prefix=f"decode{lane}{slots}")
+
+
+def _lanes(pool: ThreadPoolExecutor, small: ThreadPoolExecutor) -> Callable[..., Awaitable]:
+    """:func:`load_digit` on the ``small`` lane for small uploads, else on ``pool``.
+
+    Whether an image is small in pixels is known from its header, which the small lane reads
+    first: an image over ``SMALL_UPLOAD_PIXELS`` is refused there before it is decoded, and
+    joins the queue of ``pool`` like any other photo. So the small lane holds at most one
+    image of 1 MP at a time, and the memory the pool bounds stays bounded.
+    """
+    decode_small, decode = _in_pool(load_digit, small), _in_pool(load_digit, pool)
+
+    async def lanes(data: bytes, *, name: str, max_pixels: int) -> np.ndarray:
+        if len(data) <= SMALL_UPLOAD_BYTES:
+            try:
+                return await decode_small(
+                    data, name=name, max_pixels=min(max_pixels, SMALL_UPLOAD_PIXELS)
+                )
+            except ImageTooLargeError:
+                if max_pixels <= SMALL_UPLOAD_PIXELS:
+                    raise
+        return await decode(data, name=name, max_pixels=max_pixels)
+
+    return lanes
 
 
 def _in_pool(function: Callable[..., Any], pool: ThreadPoolExecutor) -> Callable[..., Awaitable]:
