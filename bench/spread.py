@@ -40,11 +40,12 @@ GROUPS = {
     "deepconvnet 0.1, --sampling replacement": ["reproduce_book_replacement"],
     "deepconvnet 0.1, --optimizer adam-paper": ["reproduce_book_adam_paper"],
     "deepconvnet 0.1, --dtype float64": ["reproduce_book_float64"],
-    "deepconvnet 0.2, book recipe": [
+    "deepconvnet 0.2, book recipe (Zen 4 CPU)": [
         "reproduce_book",
         "reproduce_book_seeds_3_5",
         "reproduce_book_0.2_seeds_6_8",
     ],
+    "deepconvnet 0.2, book recipe (Zen 5 CPU, 2026-12-01)": ["reproduce_book_zen5"],
     "deepconvnet 0.2, --dtype float64 --sampling replacement": ["reproduce_book_as_code"],
     "PyTorch 2.13, book recipe": ["torch_recipe", "torch_recipe_more_seeds"],
     "PyTorch 2.13, book recipe, book's Adam": [
