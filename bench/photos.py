@@ -38,7 +38,9 @@ from PIL import Image
 
 from deepconvnet.data import load_dataset
 from deepconvnet.errors import ImageError
+from deepconvnet.fileio import atomic_write_text
 from deepconvnet.images import prepare_digit
+from deepconvnet.plots import plt, save_figure
 from deepconvnet.serve import DigitClassifier
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -118,9 +120,11 @@ def prepared(photo: np.ndarray) -> np.ndarray | None:
 
 
 def measure(classifier, images, labels, condition, seed) -> dict:
+    """Accuracy under one condition, and the preparation's time per photo (not the photo's)."""
     rng = np.random.default_rng([seed, CONDITIONS.index(condition)])
+    photos = [photograph(image, condition, rng) for image in images]
     started = time.perf_counter()
-    digits = [prepared(photograph(image, condition, rng)) for image in images]
+    digits = [prepared(photo) for photo in photos]
     seconds = time.perf_counter() - started
     found = [i for i, d in enumerate(digits) if d is not None]
     predicted = np.full(len(images), -1)
@@ -137,11 +141,6 @@ def measure(classifier, images, labels, condition, seed) -> dict:
 
 def save_examples(path: Path, images: np.ndarray, seed: int) -> None:
     """One digit under every condition: the photo above what the network saw."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     fig, axes = plt.subplots(2, len(CONDITIONS), figsize=(2 * len(CONDITIONS), 4.2))
     for column, condition in enumerate(CONDITIONS):
         rng = np.random.default_rng([seed, CONDITIONS.index(condition)])
@@ -156,9 +155,7 @@ def save_examples(path: Path, images: np.ndarray, seed: int) -> None:
     axes[0, 0].set_ylabel("image")
     axes[1, 0].set_ylabel("network's input")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def table(rows: list[dict], direct: float, count: int) -> str:
@@ -194,11 +191,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{condition:>15}: {rows[-1]['accuracy']:.2%}", file=sys.stderr, flush=True)
     report = table(rows, direct, len(images))
     print(report)
-    RESULTS.mkdir(exist_ok=True)
     record = {"model": str(args.model), "count": len(images), "direct": direct, "rows": rows}
-    (RESULTS / f"{args.name}.json").write_text(json.dumps(record, indent=2) + "\n")
+    atomic_write_text(RESULTS / f"{args.name}.json", json.dumps(record, indent=2) + "\n")
     command = "python bench/photos.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    (RESULTS / f"{args.name}.md").write_text(f"`{command}`\n\n{report}\n")
+    atomic_write_text(RESULTS / f"{args.name}.md", f"`{command}`\n\n{report}\n")
     if args.save_examples:
         save_examples(args.save_examples, images, args.seed)
     return 0
