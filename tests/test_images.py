@@ -454,7 +454,7 @@ def same_digit(digit: np.ndarray, reference: np.ndarray = REFERENCE) -> bool:
 def test_shading_across_a_photo_is_not_read_as_ink(light):
     """The paper's level was the border's median: shading that left the middle of the page
     brighter than its edges, or one side darker, was cropped with the digit, which came out
-    small, or read as light ink on dark. The level is now measured around every pixel."""
+    small, or read as light ink on dark. The level is now a smooth surface fitted to the paper."""
     assert same_digit(prepare_digit(paper_photo(light)))
 
 
