@@ -403,6 +403,30 @@ def test_a_file_larger_than_any_allowed_image_is_refused_unread(tmp_path, monkey
         load_digit("/dev/zero")
 
 
+@pytest.mark.parametrize("fmt", ["TIFF", "GIF"])
+def test_a_multi_page_file_over_the_byte_limit_is_read_by_its_first_page(
+    tmp_path, monkeypatch, fmt
+):
+    """Only the first frame is decoded, so the other pages must not make the file too large (the
+    byte limit used to count them all). Bytes already in memory are still counted whole."""
+    import deepconvnet.images as images
+
+    seven = draw_seven((300, 200), dark_on_light=True)
+    noise = np.random.default_rng(0).integers(0, 256, (600, 600), dtype=np.uint8)
+    pages = [Image.fromarray(noise)] * 3
+    path = tmp_path / f"pages.{fmt.lower()}"
+    seven.save(path, format=fmt, save_all=True, append_images=pages)
+    monkeypatch.setattr(images, "MAX_FILE_BYTES", path.stat().st_size // 4)
+    assert len(encode(seven, fmt)) < images.MAX_FILE_BYTES < path.stat().st_size
+    np.testing.assert_array_equal(load_digit(path), load_digit(encode(seven, "PNG")))
+    with pytest.raises(ImageTooLargeError, match="more than"):
+        load_digit(path.read_bytes())  # bytes in memory are all counted
+    corrupt = tmp_path / "corrupt.tif"
+    corrupt.write_bytes(b"II*\x00" + bytes(path.stat().st_size))
+    with pytest.raises(ImageError, match=r"corrupt\.tif: not an image"):
+        load_digit(corrupt)
+
+
 def test_raw_pixels_must_be_numbers_not_strings_or_booleans():
     mixed = [[True] * 27 + [0.5]] * 28  # NumPy makes these floats
     for bad in ([["0.5"] * 28] * 28, np.ones((28, 28), dtype=bool), mixed):

@@ -15,12 +15,15 @@ image and the problem; nothing else escapes, whatever the bytes or array.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import os
+import stat
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -40,6 +43,10 @@ WORK_SIDE = 1024
 #: Files larger than this are refused unread: a 40 MP image at 8 bytes a pixel (16-bit RGBA,
 #: uncompressed), plus room for its headers. Without it, /dev/zero was read until the OOM killer.
 MAX_FILE_BYTES = MAX_PIXELS * 8 + (1 << 20)
+#: Signatures of the multi-frame formats (TIFF, BigTIFF, GIF). A file of theirs larger than
+#: MAX_FILE_BYTES is still read, as a stream: only its first frame is decoded, and the pixel limit
+#: bounds that frame, so the other pages' bytes are never read.
+MULTI_FRAME_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+", b"GIF87a", b"GIF89a")
 #: Modes whose pixels may be averaged (box-filtered) before conversion to grey; palette and
 #: bilevel images must be converted first (an average of palette indices is no colour).
 AVERAGEABLE_MODES = ("L", "LA", "La", "RGB", "RGBA", "RGBa", "CMYK", "YCbCr", "I", "F")
@@ -79,29 +86,30 @@ def read_image(
     a stroke drawn on a transparent canvas stays visible whatever its colour.
     """
     label = name or ("image" if isinstance(source, bytes | bytearray | memoryview) else str(source))
-    data = _read_bytes(source, label)
-    try:
-        with warnings.catch_warnings():
-            # Pillow warns about images of 89-179 MP while opening them, before _check_size runs;
-            # that check refuses them in one line, so the two-line warning would only add noise.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            return _decode(data, label, max_pixels)
-    except ImageError:
-        raise
-    except Image.DecompressionBombError as exc:
-        raise ImageTooLargeError(f"{label}: image too large ({exc})") from exc
-    except Image.UnidentifiedImageError as exc:
-        raise ImageError(f"{label}: not an image (expected PNG, JPEG, BMP, GIF or TIFF)") from exc
-    except MemoryError as exc:
-        raise ImageTooLargeError(f"{label}: image too large to decode") from exc
-    except Exception as exc:  # any decoder failure on untrusted bytes is the input's fault
-        raise ImageError(f"{label}: truncated or corrupt image ({one_line(exc)})") from exc
+    with _open_image(source, label) as stream:
+        try:
+            with warnings.catch_warnings():
+                # Pillow warns about images of 89-179 MP while opening them, before _check_size
+                # runs; that check refuses them in one line, so the two-line warning is noise.
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                return _decode(stream, label, max_pixels)
+        except ImageError:
+            raise
+        except Image.DecompressionBombError as exc:
+            raise ImageTooLargeError(f"{label}: image too large ({exc})") from exc
+        except Image.UnidentifiedImageError as exc:
+            msg = f"{label}: not an image (expected PNG, JPEG, BMP, GIF or TIFF)"
+            raise ImageError(msg) from exc
+        except MemoryError as exc:
+            raise ImageTooLargeError(f"{label}: image too large to decode") from exc
+        except Exception as exc:  # any decoder failure on untrusted bytes is the input's fault
+            raise ImageError(f"{label}: truncated or corrupt image ({one_line(exc)})") from exc
 
 
-def _decode(data: bytes, label: str, max_pixels: int) -> np.ndarray:
+def _decode(stream: BinaryIO, label: str, max_pixels: int) -> np.ndarray:
     """Open, check the header's size, then decode the first frame (the size check must come
     before ``load``, which is where a decompression bomb would take the memory)."""
-    with Image.open(io.BytesIO(data), formats=FORMATS) as img:
+    with Image.open(stream, formats=FORMATS) as img:
         _check_size(img.size, label, max_pixels)
         img.draft("L", (WORK_SIDE, WORK_SIDE))  # JPEG: decode at a reduced scale
         img.load()
@@ -191,19 +199,39 @@ def save_digit_png(path: str | os.PathLike, digit: np.ndarray) -> Path:
 
 
 # -- reading --------------------------------------------------------------------------------------
-def _read_bytes(source: str | os.PathLike | bytes, label: str) -> bytes:
+@contextlib.contextmanager
+def _open_image(source: str | os.PathLike | bytes, label: str) -> Iterator[BinaryIO]:
+    """The image's bytes as a stream: in memory, or the open file itself for a multi-page TIFF
+    or GIF too large to read whole (:data:`MULTI_FRAME_MAGIC`)."""
     if isinstance(source, bytes | bytearray | memoryview):
-        data = bytes(source)
-    else:
-        try:
-            with open(source, "rb") as file:
-                data = file.read(MAX_FILE_BYTES + 1)
-        except FileNotFoundError:
-            raise ImageError(f"{label}: no such file") from None
-        except IsADirectoryError:
-            raise ImageError(f"{label}: is a directory, not an image") from None
-        except OSError as exc:
-            raise ImageError(f"{label}: cannot read ({exc.strerror or exc})") from exc
+        yield io.BytesIO(_within_file_limit(bytes(source), label))
+        return
+    try:
+        with open(source, "rb") as file:
+            if _is_large_multi_frame(file):
+                yield file
+            else:
+                yield io.BytesIO(_within_file_limit(file.read(MAX_FILE_BYTES + 1), label))
+    except FileNotFoundError:
+        raise ImageError(f"{label}: no such file") from None
+    except IsADirectoryError:
+        raise ImageError(f"{label}: is a directory, not an image") from None
+    except OSError as exc:
+        raise ImageError(f"{label}: cannot read ({exc.strerror or exc})") from exc
+
+
+def _is_large_multi_frame(file: BinaryIO) -> bool:
+    """Whether ``file`` is a regular file over :data:`MAX_FILE_BYTES` that starts as a TIFF or
+    GIF; leaves it at its start either way."""
+    info = os.fstat(file.fileno())
+    if not stat.S_ISREG(info.st_mode) or info.st_size <= MAX_FILE_BYTES:
+        return False
+    head = file.read(6)
+    file.seek(0)
+    return head.startswith(MULTI_FRAME_MAGIC)
+
+
+def _within_file_limit(data: bytes, label: str) -> bytes:
     if not data:
         raise ImageError(f"{label}: empty file, not an image")
     if len(data) > MAX_FILE_BYTES:
