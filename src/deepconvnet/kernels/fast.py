@@ -150,6 +150,12 @@ def _grid_gemms(g3: np.ndarray, wf: np.ndarray, m: int, s: int) -> np.ndarray:
     return acc
 
 
+def _grid_weight_grads(g3: np.ndarray, dyg: np.ndarray, k: int, m: int, s: int) -> np.ndarray:
+    """dL/dWf (k, k*C, F) on the grid: row ``i`` is ``G3[i*s : i*s + m].T @ dy``, the vertical
+    tap's shifted slice against ``dy`` laid out with the forward pass's pitch."""
+    return np.stack([g3[i * s : i * s + m].T @ dyg for i in range(k)])
+
+
 def _crop(
     acc: np.ndarray, n: int, s: int, t: int, out: np.ndarray, bias=None, relu: bool = False
 ) -> None:
@@ -229,7 +235,7 @@ def _grid_backward_chunk(dy, x, y, grids, wf_t, pad, dx, a, z):
         grid, dyg, s, t = _grid(n, oh, ow, f, k, k - 1 - pad, dy.dtype)
         _masked_dy(dy[i:e], None if y is None else y[i:e], _images(dyg, n, oh, ow, s, t))
         m = n * t
-        dwf_b = np.stack([g3[j * s : j * s + m].T @ dyg for j in range(k)])
+        dwf_b = _grid_weight_grads(g3, dyg, k, m, s)
         db_b = np.ones(m, dtype=dy.dtype) @ dyg
         dwf = dwf_b if dwf is None else dwf + dwf_b
         db = db_b if db is None else db + db_b
