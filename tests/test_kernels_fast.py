@@ -8,6 +8,7 @@ do not divide by the thread count.
 
 from __future__ import annotations
 
+import os
 import threading
 
 import numpy as np
@@ -351,3 +352,19 @@ def test_integer_pixels_are_convolved_in_the_weights_float_type(rng):
     expected, _ = reference.conv2d_forward(to_nchw(x).astype(np.float32), W, b, 1, 1)
     assert y.dtype == np.float32
     np.testing.assert_allclose(to_nchw(y), expected, rtol=1e-5, atol=1e-3)
+
+
+def test_cpu_info_reads_the_first_processor_of_cpuinfo(tmp_path):
+    """The CPU is recorded with every run: float32 round-off, and so results, differ by CPU."""
+    cpuinfo = tmp_path / "cpuinfo"
+    first = "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 26\nmodel\t\t: 2\n"
+    second = "processor\t: 1\ncpu family\t: 25\nmodel name\t: Another CPU\n"
+    cpuinfo.write_text(first + "model name\t: AMD EPYC 9005\n\n" + second)
+    assert threads.cpu_info(str(cpuinfo)) == {
+        "model": "AMD EPYC 9005",
+        "family": "26",
+        "model_number": "2",
+        "cores": os.cpu_count(),
+    }
+    missing = threads.cpu_info(str(tmp_path / "absent"))
+    assert missing["family"] is None and missing["model"] and missing["cores"] == os.cpu_count()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from datetime import datetime
 from pathlib import Path
@@ -51,6 +52,7 @@ def test_run_directory_is_complete(quick_run):
     assert config["params"] == 123_552
     assert config["wall_seconds"] > 0
     assert "numpy" in config["versions"]
+    assert config["cpu"]["cores"] == os.cpu_count() and config["cpu"]["model"]
 
     records = [json.loads(line) for line in (quick_run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [1, 2]

@@ -46,6 +46,7 @@ from deepconvnet.models import (
     Sequential,
     layer_summary,
 )
+from deepconvnet.threads import cpu_info
 
 DEPTH_RECORD = "depth_experiment.json"  # the experiment's settings and finished cells
 DEFAULT_SIZES = (1000, 5000, 60000)
@@ -179,7 +180,7 @@ def _new_depth_record(config: DepthConfig) -> dict[str, Any]:
         # absolute, so that a resume from another directory finds the same files
         "data_dir": str(Path(config.data_dir).absolute()) if config.data_dir else None,
         "backend": config.backend,
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "cpu": cpu_info()},
         "cells": [],
         "total_seconds": 0.0,
         **config.extra,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextvars
 import os
+import platform
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
@@ -57,6 +58,35 @@ def get_threads() -> int:
         set_threads(None)
     assert _threads is not None
     return _threads
+
+
+CPUINFO = "/proc/cpuinfo"
+
+
+def cpu_info(cpuinfo: str = CPUINFO) -> dict[str, Any]:
+    """The CPU a run computed on: its model name, vendor family and model numbers, and cores.
+
+    Recorded with every run because float32 round-off differs by CPU (AMD's family 25 is Zen 3
+    and Zen 4, 26 is Zen 5), and 12,000 Adam steps grow it into another trajectory: the same
+    seed and code can end a few test images apart on two CPUs. Without ``/proc/cpuinfo`` (not
+    Linux) only what :mod:`platform` knows.
+    """
+    fields: dict[str, str] = {}
+    try:
+        with open(cpuinfo, encoding="utf-8", errors="replace") as file:
+            for line in file:
+                if not line.strip():
+                    break  # the first processor's block describes them all
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    return {
+        "model": fields.get("model name") or platform.processor() or platform.machine(),
+        "family": fields.get("cpu family"),
+        "model_number": fields.get("model"),
+        "cores": os.cpu_count(),
+    }
 
 
 def blas_info() -> list[dict]:

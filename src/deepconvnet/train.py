@@ -747,7 +747,7 @@ def _read_config(run_dir: Path) -> dict[str, Any]:
 
 
 def _write_config(run_dir: Path, config: TrainConfig, dataset, threads: int, model, extra) -> None:
-    from deepconvnet.threads import blas_info
+    from deepconvnet.threads import blas_info, cpu_info
 
     atomic_write_json(
         run_dir / CONFIG,
@@ -761,6 +761,7 @@ def _write_config(run_dir: Path, config: TrainConfig, dataset, threads: int, mod
             "dataset": {"name": dataset.name, "source": dataset.source, **dataset.checksums},
             "versions": _versions(),
             "blas": blas_info(),
+            "cpu": cpu_info(),
             "platform": platform.platform(),
             "started": datetime.now().isoformat(timespec="seconds"),
             **extra,
