@@ -35,6 +35,8 @@ import sys
 import time
 from pathlib import Path
 
+from deepconvnet.fileio import atomic_write_text
+
 # The recipe of the results in bench/results/accuracy.md and the README.
 RECIPE = "--model deepconvnet-bn --augment standard --lr 0.002 --lr-schedule cosine"
 EPOCHS = 30
@@ -178,9 +180,8 @@ def main() -> int:
     text = markdown(report)
     print()
     print(text)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "accuracy.json").write_text(json.dumps(report, indent=2) + "\n")
-    (RESULTS / "accuracy.md").write_text(text + "\n")
+    atomic_write_text(RESULTS / "accuracy.json", json.dumps(report, indent=2) + "\n")
+    atomic_write_text(RESULTS / "accuracy.md", text + "\n")
     print(f"\nwritten: {RESULTS / 'accuracy.json'}, {RESULTS / 'accuracy.md'}")
     return 0
 

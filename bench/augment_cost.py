@@ -22,6 +22,8 @@ from pathlib import Path
 
 from reproduce_book import RESULTS, train_one
 
+from deepconvnet.fileio import atomic_write_text
+
 TARGET = 1.10
 
 
@@ -81,12 +83,12 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(summarise(model, pairs))
     text = table(rows, args.augment, args.train_limit)
     print(text)
-    args.results.mkdir(parents=True, exist_ok=True)
     report = {"augment": args.augment, "train_limit": args.train_limit, "rows": rows}
-    (args.results / "augment_cost.json").write_text(json.dumps(report, indent=2) + "\n")
+    atomic_write_text(args.results / "augment_cost.json", json.dumps(report, indent=2) + "\n")
     command = " ".join(["python", "bench/augment_cost.py", *(argv or sys.argv[1:])])
-    (args.results / "augment_cost.md").write_text(
-        f"# Augmentation cost per epoch (issue 6)\n\nCommand: `{command}`\n\n{text}\n"
+    atomic_write_text(
+        args.results / "augment_cost.md",
+        f"# Augmentation cost per epoch (issue 6)\n\nCommand: `{command}`\n\n{text}\n",
     )
     return 0
 

@@ -81,17 +81,6 @@ def measure(rounds: int, repeats: int) -> tuple[list[float], list[dict]]:
     return peaks, rows
 
 
-def cpu_name() -> str:
-    """The CPU as /proc/cpuinfo names it, with its family (AMD's 25 is Zen 3/4, 26 Zen 5)."""
-    try:
-        info = Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        return "an unknown CPU"
-    fields = dict(line.split(":", 1) for line in info if ":" in line)
-    fields = {k.strip(): v.strip() for k, v in fields.items()}
-    return f"{fields.get('model name', '?')}, cpu family {fields.get('cpu family', '?')}"
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=40, help="timed calls per figure")
@@ -134,11 +123,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.write:
         from deepconvnet import __version__
         from deepconvnet.fileio import atomic_write_text
+        from deepconvnet.threads import cpu_info
+
+        cpu = cpu_info()
 
         stamp = time.strftime("%Y-%m-%d")
         title = f"# bench/gemm_ceiling.py — {stamp}, deepconvnet {__version__}"
         command = "python bench/gemm_ceiling.py " + " ".join(argv or sys.argv[1:])
-        text = f"{title}\n\n`{command.strip()}` on {cpu_name()}\n\n{report}\n"
+        machine = f"{cpu['model']}, cpu family {cpu['family']}"
+        text = f"{title}\n\n`{command.strip()}` on {machine}\n\n{report}\n"
         atomic_write_text(RESULTS / "gemm_ceiling.md", text)
     return 0
 

@@ -20,6 +20,9 @@ import sys
 import time
 from pathlib import Path
 
+from deepconvnet.fileio import atomic_write_text
+from deepconvnet.threads import cpu_info
+
 BOOK_ACCURACY = 0.9938
 RESULTS = Path(__file__).parent / "results"
 
@@ -56,7 +59,14 @@ def run_row(out: Path, wall: float | None = None) -> dict:
         "seconds_per_epoch": results["seconds_per_epoch"],
         "wall_seconds": wall if wall is not None else results["train_seconds"],
         "peak_rss_mib": results["peak_rss_mib"],
+        "cpu": config.get("cpu"),  # recorded since deepconvnet 0.2.3
     }
+
+
+def describe_cpu(cpu: dict | None) -> str:
+    if not cpu:
+        return "an unrecorded CPU"
+    return f"{cpu['model']} (cpu family {cpu['family']}, model {cpu['model_number']})"
 
 
 def table(rows: list[dict]) -> str:
@@ -73,6 +83,8 @@ def table(rows: list[dict]) -> str:
     median = statistics.median(r["test_accuracy"] for r in rows)
     lines.append(f"| **median** | **{median:.2%}** | | | |")
     lines.append(f"| book (figure 8-1: one run, 20 epochs) | {BOOK_ACCURACY:.2%} | | | |")
+    total = sum(r["wall_seconds"] for r in rows)
+    lines.append(f"\n{len(rows)} run(s), {total / 60:.1f} min in all")
     return "\n".join(lines)
 
 
@@ -123,11 +135,14 @@ def main() -> int:
     print(report)
     verdict = "met" if median >= BOOK_ACCURACY else "NOT met"
     print(f"\nmedian {median:.2%} vs the book's 99.38%: {verdict}")
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{args.name}.json").write_text(
-        json.dumps({"train_options": args.extra, "runs": rows, "median": median}, indent=2)
+    cpus = {describe_cpu(r["cpu"]) for r in rows} if args.existing else {describe_cpu(cpu_info())}
+    header = (
+        f"`python bench/reproduce_book.py {' '.join(sys.argv[1:])}`, "
+        f"{time.strftime('%Y-%m-%d')}, on {', '.join(sorted(cpus))}"
     )
-    (RESULTS / f"{args.name}.md").write_text(report + "\n")
+    record = {"train_options": args.extra, "runs": rows, "median": median}
+    atomic_write_text(RESULTS / f"{args.name}.json", json.dumps(record, indent=2) + "\n")
+    atomic_write_text(RESULTS / f"{args.name}.md", f"{header}\n\n{report}\n")
     return 0
 
 

@@ -276,7 +276,9 @@ def main(argv: list[str] | None = None) -> int:
         out.append(f"({', '.join(BLAS_ENV)} not set in this environment: no second pass)")
     print("\n" + "\n\n".join(out))
     if args.json:
-        args.json.write_text(json.dumps(results, indent=2, default=str))
+        from deepconvnet.fileio import atomic_write_text
+
+        atomic_write_text(args.json, json.dumps(results, indent=2, default=str))
     return 0
 
 

@@ -39,6 +39,7 @@ from torch_crosscheck import book_adam_step
 from torch_peer import deepconvnet
 
 from deepconvnet.data.mnist import load_dataset, to_float
+from deepconvnet.fileio import atomic_write_text
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -170,9 +171,10 @@ def main() -> int:
         "epochs": args.epochs,
         "adam": args.adam,
     }
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{args.name}.json").write_text(json.dumps({**meta, "runs": rows}, indent=2) + "\n")
-    (RESULTS / f"{args.name}.md").write_text(report + "\n")
+    atomic_write_text(
+        RESULTS / f"{args.name}.json", json.dumps({**meta, "runs": rows}, indent=2) + "\n"
+    )
+    atomic_write_text(RESULTS / f"{args.name}.md", report + "\n")
     return 0
 
 
