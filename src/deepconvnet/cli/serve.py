@@ -30,7 +30,13 @@ def _register_predict(sub: argparse._SubParsersAction) -> None:
         ),
     )
     add_model_argument(parser)
-    parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+    parser.add_argument(
+        "images",
+        nargs="+",
+        metavar="IMAGE",
+        help="image files: PNG, JPEG, BMP, GIF or TIFF (of an animation or a multi-page file, "
+        "the first frame)",
+    )
     parser.add_argument(
         "--top", type=positive_int, default=3, metavar="K", help="labels to print (default: 3)"
     )
