@@ -121,17 +121,16 @@ def main(argv: list[str] | None = None) -> int:
     report = "\n".join(lines)
     print(report)
     if args.write:
+        from reproduce_book import describe_cpu
+
         from deepconvnet import __version__
         from deepconvnet.fileio import atomic_write_text
         from deepconvnet.threads import cpu_info
 
-        cpu = cpu_info()
-
         stamp = time.strftime("%Y-%m-%d")
         title = f"# bench/gemm_ceiling.py — {stamp}, deepconvnet {__version__}"
         command = "python bench/gemm_ceiling.py " + " ".join(argv or sys.argv[1:])
-        machine = f"{cpu['model']}, cpu family {cpu['family']}"
-        text = f"{title}\n\n`{command.strip()}` on {machine}\n\n{report}\n"
+        text = f"{title}\n\n`{command.strip()}` on {describe_cpu(cpu_info())}\n\n{report}\n"
         atomic_write_text(RESULTS / "gemm_ceiling.md", text)
     return 0
 

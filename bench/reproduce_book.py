@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import statistics
 import subprocess
 import sys
@@ -21,7 +22,6 @@ import time
 from pathlib import Path
 
 from deepconvnet.fileio import atomic_write_text
-from deepconvnet.threads import cpu_info
 
 BOOK_ACCURACY = 0.9938
 RESULTS = Path(__file__).parent / "results"
@@ -64,6 +64,7 @@ def run_row(out: Path, wall: float | None = None) -> dict:
 
 
 def describe_cpu(cpu: dict | None) -> str:
+    """A run's CPU in words (results differ by CPU: see deepconvnet.threads.cpu_info)."""
     if not cpu:
         return "an unrecorded CPU"
     return f"{cpu['model']} (cpu family {cpu['family']}, model {cpu['model_number']})"
@@ -135,11 +136,9 @@ def main() -> int:
     print(report)
     verdict = "met" if median >= BOOK_ACCURACY else "NOT met"
     print(f"\nmedian {median:.2%} vs the book's 99.38%: {verdict}")
-    cpus = {describe_cpu(r["cpu"]) for r in rows} if args.existing else {describe_cpu(cpu_info())}
-    header = (
-        f"`python bench/reproduce_book.py {' '.join(sys.argv[1:])}`, "
-        f"{time.strftime('%Y-%m-%d')}, on {', '.join(sorted(cpus))}"
-    )
+    cpus = sorted({describe_cpu(r["cpu"]) for r in rows})
+    command = shlex.join(["python", "bench/reproduce_book.py", *sys.argv[1:]])
+    header = f"`{command}`, {time.strftime('%Y-%m-%d')}, on {', '.join(cpus)}"
     record = {"train_options": args.extra, "runs": rows, "median": median}
     atomic_write_text(RESULTS / f"{args.name}.json", json.dumps(record, indent=2) + "\n")
     atomic_write_text(RESULTS / f"{args.name}.md", f"{header}\n\n{report}\n")
