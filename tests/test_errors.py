@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import gzip
 import json
+import os
 import pickle
 from dataclasses import asdict
 from pathlib import Path
@@ -200,6 +201,30 @@ def test_a_block_inside_an_all_or_nothing_block_shares_its_outcome(tmp_path):
             fileio.atomic_write_text(tmp_path / "a.txt", "inner")
         fileio.atomic_write_text(tmp_path / "b.txt", "outer")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "b.txt"]
+
+
+def test_a_write_never_replaces_what_is_not_a_regular_file(tmp_path):
+    """The rename of an atomic write replaces its target: `--out /dev/null` turned the device
+    into a PNG. A FIFO (a device needs root to make) is refused, unopened; a symlink is written
+    through and kept; a symlink loop is one line."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(DeepConvNetError, match="fifo: not a regular file"):
+        fileio.atomic_write_text(fifo, "data")
+    assert fifo.is_fifo()
+    with pytest.raises(DeepConvNetError, match="Is a directory"):
+        fileio.atomic_write_text(tmp_path, "data")
+    target = tmp_path / "target.txt"
+    target.write_text("old")
+    (tmp_path / "link.txt").symlink_to(target.name)
+    fileio.atomic_write_text(tmp_path / "link.txt", "new")
+    assert (tmp_path / "link.txt").is_symlink() and target.read_text() == "new"
+    (tmp_path / "a").symlink_to("b")
+    (tmp_path / "b").symlink_to("a")
+    with pytest.raises(DeepConvNetError, match=r"cannot write .*a: Too many levels"):
+        fileio.atomic_write_text(tmp_path / "a", "data")
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == ["a", "b", "fifo", "link.txt", "target.txt"]  # no staged file left
 
 
 def test_a_failed_all_or_nothing_block_removes_the_directories_it_made(tmp_path):

@@ -13,6 +13,7 @@ import errno
 import io
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
@@ -39,7 +40,7 @@ _UMASK = _current_umask()
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> Path:
     """Write a file through ``write(fileobj)`` so that it appears complete or not at all
     (inside :func:`all_or_nothing`, only when every file of the block can)."""
-    path = Path(path)
+    path = _write_target(Path(path))
     staged = _STAGED.get()
     made = outermost_missing(path.parent)
     tmp = _stage(path, write)
@@ -47,6 +48,29 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
         _commit(tmp, path)
     else:
         staged.append((tmp, path, made))
+    return path
+
+
+def _write_target(path: Path) -> Path:
+    """Where a write to ``path`` lands: through a symlink, at its target (the link is kept, as
+    editors keep it); never over what is not a regular file, since the rename would replace it
+    (``--out /dev/null`` used to turn the device into a PNG)."""
+    if path.is_symlink():
+        path = Path(os.path.realpath(path))
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return path
+    except OSError as exc:  # a symlink loop, a path through a file
+        why = _file_in_the_way(path) or exc.strerror or exc
+        raise DeepConvNetError(f"cannot write {path}: {why}") from exc
+    if stat.S_ISDIR(mode):
+        raise DeepConvNetError(f"cannot write {path}: {os.strerror(errno.EISDIR)}")
+    if not stat.S_ISREG(mode):
+        raise DeepConvNetError(
+            f"cannot write {path}: not a regular file (a device, FIFO or socket), which writing "
+            "would replace"
+        )
     return path
 
 
