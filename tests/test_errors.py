@@ -150,6 +150,11 @@ def test_out_of_range_cli_values(argv, capsys):
     assert value in err
 
 
+def test_a_newline_in_a_path_keeps_the_error_on_one_line(tmp_path, capsys):
+    code, err = run_cli(["evaluate", tmp_path / "no\nsuch"], capsys)
+    assert_one_line_error(code, err, "no\\nsuch: no such checkpoint file")
+
+
 def test_unwritable_output_directory(tmp_path, model_file, capsys):
     blocker = tmp_path / "a-file"
     blocker.write_text("")

@@ -75,6 +75,11 @@ def _remember_command_parsers(parser: argparse.ArgumentParser) -> None:
                 _remember_command_parsers(command)
 
 
+def _on_one_line(message: object) -> str:
+    """An error as one line even when it quotes a path or a file's text holding a newline."""
+    return str(message).replace("\r", "\\r").replace("\n", "\\n")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
@@ -89,10 +94,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DeepConvNetError as exc:
         if args.debug:
             traceback.print_exc()
-        print(f"deepconvnet: error: {exc}", file=sys.stderr)
+        print(f"deepconvnet: error: {_on_one_line(exc)}", file=sys.stderr)
         return EXIT_USAGE
     except Interrupted as stop:  # a clean stop: the message says how to resume
-        print(f"deepconvnet: {stop}", file=sys.stderr)
+        print(f"deepconvnet: {_on_one_line(stop)}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except KeyboardInterrupt:
         print("deepconvnet: interrupted", file=sys.stderr)
@@ -100,10 +105,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         return 0
     except Exception as exc:
+        from deepconvnet.fileio import one_line  # numpy: imported only when it is needed
+
         if args.debug:
             traceback.print_exc()
         print(
-            f"deepconvnet: internal error: {type(exc).__name__}: {exc} "
+            f"deepconvnet: internal error: {type(exc).__name__}: {one_line(exc)} "
             "(deepconvnet --debug COMMAND ... shows the traceback)",
             file=sys.stderr,
         )
