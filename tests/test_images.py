@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import warnings
 
 import numpy as np
 import pytest
@@ -423,8 +424,22 @@ def test_a_multi_page_file_over_the_byte_limit_is_read_by_its_first_page(
         load_digit(path.read_bytes())  # bytes in memory are all counted
     corrupt = tmp_path / "corrupt.tif"
     corrupt.write_bytes(b"II*\x00" + bytes(path.stat().st_size))
-    with pytest.raises(ImageError, match=r"corrupt\.tif: not an image"):
+    with pytest.raises(ImageError, match=r"corrupt\.tif: truncated or corrupt image"):
         load_digit(corrupt)
+
+
+def test_a_damaged_tiff_is_one_error_and_no_warning():
+    """Pillow warned in two lines (Corrupt EXIF data, Truncated File Read) before the error, and
+    a file that begins as a TIFF was called "not an image"."""
+    whole = encode(draw_seven((300, 200), dark_on_light=True), "TIFF")
+    with warnings.catch_warnings(record=True) as escaped:
+        warnings.simplefilter("always")
+        for cut in (100, 16):
+            with pytest.raises(ImageError, match=r"cut\.tif: truncated or corrupt image"):
+                load_digit(whole[:cut], name="cut.tif")
+        with pytest.raises(ImageError, match="text: not an image"):
+            load_digit(b"II is no TIFF: just text", name="text")
+    assert [str(w.message) for w in escaped] == []
 
 
 def test_raw_pixels_must_be_numbers_not_strings_or_booleans():

@@ -47,6 +47,9 @@ MAX_FILE_BYTES = MAX_PIXELS * 8 + (1 << 20)
 #: MAX_FILE_BYTES is still read, as a stream: only its first frame is decoded, and the pixel limit
 #: bounds that frame, so the other pages' bytes are never read.
 MULTI_FRAME_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+", b"GIF87a", b"GIF89a")
+#: How files of the formats read begin: one that does and still cannot be opened is damaged,
+#: not "not an image".
+FORMAT_MAGIC = (*MULTI_FRAME_MAGIC, b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"BM")
 #: Modes whose pixels may be averaged (box-filtered) before conversion to grey; palette and
 #: bilevel images must be converted first (an average of palette indices is no colour).
 AVERAGEABLE_MODES = ("L", "LA", "La", "RGB", "RGBA", "RGBa", "CMYK", "YCbCr", "I", "F")
@@ -89,15 +92,20 @@ def read_image(
     with _open_image(source, label) as stream:
         try:
             with warnings.catch_warnings():
-                # Pillow warns about images of 89-179 MP while opening them, before _check_size
-                # runs; that check refuses them in one line, so the two-line warning is noise.
+                # Pillow warns, in two lines, about images of 89-179 MP while opening them
+                # (before _check_size refuses them in one) and about damaged TIFF tags or EXIF
+                # blocks (the image is then read as stored, or refused in one line).
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                warnings.simplefilter("ignore", UserWarning)
                 return _decode(stream, label, max_pixels)
         except ImageError:
             raise
         except Image.DecompressionBombError as exc:
             raise ImageTooLargeError(f"{label}: image too large ({exc})") from exc
         except Image.UnidentifiedImageError as exc:
+            stream.seek(0)
+            if stream.read(8).startswith(FORMAT_MAGIC):
+                raise ImageError(f"{label}: truncated or corrupt image (cannot be opened)") from exc
             msg = f"{label}: not an image (expected PNG, JPEG, BMP, GIF or TIFF)"
             raise ImageError(msg) from exc
         except MemoryError as exc:
@@ -113,10 +121,7 @@ def _decode(stream: BinaryIO, label: str, max_pixels: int) -> np.ndarray:
         _check_size(img.size, label, max_pixels)
         img.draft("L", (WORK_SIDE, WORK_SIDE))  # JPEG: decode at a reduced scale
         img.load()
-        with warnings.catch_warnings():
-            # A damaged EXIF block: Pillow warns in two lines and the image stays as stored.
-            warnings.simplefilter("ignore", UserWarning)
-            ImageOps.exif_transpose(img, in_place=True)  # a copy only when it must rotate
+        ImageOps.exif_transpose(img, in_place=True)  # a copy only when it must rotate
         return _to_grey(img, label)
 
 
