@@ -138,6 +138,17 @@ def test_bad_data_is_refused_before_the_ensemble_directory_exists(tmp_path, caps
     assert not any((out / "logs").iterdir())
 
 
+@pytest.mark.parametrize("address", ["garbage::", "127.0.0.1:1"])
+def test_a_wrong_ray_address_is_one_line_and_makes_nothing(tmp_path, capsys, address):
+    """It was an internal error after the ensemble's directory had been made (and an address
+    that does not answer took Ray a minute of retries)."""
+    out = tmp_path / "ens"
+    argv = ["ensemble", "train", "--out", str(out), "--members", "1", "--ray-address", address]
+    assert main(argv) == 2
+    assert f"cannot connect to Ray at {address}" in _one_error_line(capsys.readouterr().err)
+    assert not out.exists()
+
+
 @pytest.mark.parametrize(
     ("edit", "words"),
     [

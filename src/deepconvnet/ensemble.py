@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -33,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from deepconvnet.errors import EXIT_INTERRUPTED, DeepConvNetError
-from deepconvnet.fileio import atomic_write_bytes, atomic_write_json, check_fresh_dir
+from deepconvnet.fileio import atomic_write_bytes, atomic_write_json, check_fresh_dir, one_line
 from deepconvnet.models import INFERENCE_BATCH
 from deepconvnet.train import (
     RESULTS,
@@ -536,21 +537,65 @@ def run_member(directory: str | Path, index: int) -> int:
 # Training: Ray
 
 
-def _run_ray(plan: EnsemblePlan, todo: list[int], log: Log, address: str) -> list[MemberResult]:
-    """Each member a Ray task (``member_threads`` CPUs) returning its run directory as bytes."""
+RAY_CONNECT_TIMEOUT_S = 3.0  # a HOST:PORT that does not answer in this time is no Ray head
+
+
+@contextmanager
+def ray_connection(address: str | None) -> Iterator[None]:
+    """Connect to Ray (``local``: start one in this process) and disconnect after, if connected
+    here. The CLI enters it before the ensemble's directory is made, so that a wrong address is
+    one line and leaves nothing behind; None (no Ray) does nothing."""
+    if not address:
+        yield
+        return
     try:
         import ray
     except ImportError:
         raise DeepConvNetError(
             "the Ray backend needs Ray: pip install 'deepconvnet[ray]'"
         ) from None
-    started_here = not ray.is_initialized()
-    if started_here:
+    if ray.is_initialized():
+        yield
+        return
+    if address != "local":
+        _check_ray_head_answers(address)
+    try:
         ray.init(
             address=None if address == "local" else address,
             include_dashboard=False,
             log_to_driver=False,
         )
+    except (ValueError, ConnectionError, RuntimeError) as exc:
+        raise DeepConvNetError(f"cannot connect to Ray at {address}: {one_line(exc)}") from exc
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def _check_ray_head_answers(address: str) -> None:
+    """A plain HOST:PORT must accept a connection within RAY_CONNECT_TIMEOUT_S: Ray itself
+    retries an unreachable head for about a minute, logging a line a second."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit() or "://" in address:
+        return  # ray://..., auto, or something Ray will judge itself
+    try:
+        socket.create_connection((host, int(port)), timeout=RAY_CONNECT_TIMEOUT_S).close()
+    except (OSError, ValueError) as exc:
+        why = "timed out" if isinstance(exc, TimeoutError) else one_line(exc)
+        raise DeepConvNetError(f"cannot connect to Ray at {address}: {why}") from exc
+
+
+def _run_ray(plan: EnsemblePlan, todo: list[int], log: Log, address: str) -> list[MemberResult]:
+    """Each member a Ray task (``member_threads`` CPUs) returning its run directory as bytes."""
+    with ray_connection(address):
+        return _ray_members(plan, todo, log, address)
+
+
+def _ray_members(plan: EnsemblePlan, todo: list[int], log: Log, address: str) -> list[MemberResult]:
+    """The members as Ray tasks, ``plan.workers`` at a time, on the connected Ray."""
+    import ray
+
     task = ray.remote(num_cpus=plan.member_threads, max_retries=0)(train_member_files)
     refs, results, waiting = {}, [], list(todo)
 
@@ -576,9 +621,6 @@ def _run_ray(plan: EnsemblePlan, todo: list[int], log: Log, address: str) -> lis
         stopped = [i for i, _ in refs.values()] + waiting
         results += [MemberResult(i, member_dir(plan.directory, i), "interrupted") for i in stopped]
         log("interrupted: members not yet returned were cancelled (finished ones are saved)")
-    finally:
-        if started_here:
-            ray.shutdown()
     return results
 
 

@@ -96,6 +96,7 @@ def run_ensemble_train(args: argparse.Namespace) -> int:
         load_plan,
         new_ensemble,
         plan_ensemble,
+        ray_connection,
         train_ensemble,
     )
     from deepconvnet.errors import DeepConvNetError
@@ -113,14 +114,15 @@ def run_ensemble_train(args: argparse.Namespace) -> int:
         # Members on a remote Ray cluster read the data on their own machines, which this one
         # may not share; everywhere else the driver sees exactly what the members will see.
         check_members_can_start(plan)
-    if not args.resume:
-        new_ensemble(plan)
-    print(
-        f"ensemble of {plan.members} x {plan.config.model} in {plan.directory}: "
-        f"{plan.workers} worker(s) x {plan.member_threads} thread(s)",
-        file=sys.stderr,
-    )
-    results = train_ensemble(plan, ray_address=args.ray_address)
+    with ray_connection(args.ray_address):  # a wrong address is refused before anything is made
+        if not args.resume:
+            new_ensemble(plan)
+        print(
+            f"ensemble of {plan.members} x {plan.config.model} in {plan.directory}: "
+            f"{plan.workers} worker(s) x {plan.member_threads} thread(s)",
+            file=sys.stderr,
+        )
+        results = train_ensemble(plan, ray_address=args.ray_address)
     failed = [r for r in results if r.status == "failed"]
     interrupted = [r for r in results if r.status == "interrupted"]
     finished = [r for r in results if r.status == "finished"]
