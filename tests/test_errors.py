@@ -138,6 +138,8 @@ def test_image_too_large(tmp_path, model_file, capsys):
         ["train", "--dropout", "1.5"],
         ["predict", "model.npz", "x.png", "--top", "0"],
         ["serve", "model.npz", "--port", "70000"],
+        ["misclassified", "model.npz", "--max", "101"],  # 55 s and 1.1 GB at 1000
+        ["gradcheck", "--samples", "51"],  # ran past a minute at 200
     ],
 )
 def test_out_of_range_cli_values(argv, capsys):

@@ -14,6 +14,7 @@ from deepconvnet.cli.common import (
     add_threads_option,
     check_fits_test_images,
     figure_beside,
+    int_up_to,
     load_test_dataset,
     load_trained_model,
     nonempty_path,
@@ -22,6 +23,10 @@ from deepconvnet.cli.common import (
     positive_int,
 )
 from deepconvnet.cli.train import given_options, leave_out_defaults, refuse_with_resume
+
+# A 10x10 grid of mistakes is as many as a figure can show; unbounded, --max 1000 took 55 s
+# and 1.1 GB (measured) and --max 100000 ran on until stopped.
+MAX_FIGURE_IMAGES = 100
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -52,10 +57,10 @@ def _register_misclassified(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--max",
-        type=positive_int,
+        type=int_up_to(MAX_FIGURE_IMAGES),
         default=20,
         metavar="N",
-        help="images in the figure (default 20)",
+        help=f"images in the figure, 1 to {MAX_FIGURE_IMAGES} (default 20; --json lists all)",
     )
     parser.add_argument(
         "--json",

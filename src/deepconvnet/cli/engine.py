@@ -6,7 +6,11 @@ import argparse
 import json
 from typing import TYPE_CHECKING
 
-from deepconvnet.cli.common import add_model_name_option, nonnegative_int, positive_int
+from deepconvnet.cli.common import add_model_name_option, int_up_to, nonnegative_int
+
+# Every entry costs two float64 forward passes of the whole network on the reference kernels;
+# unbounded, --samples 200 ran past a minute and a huge count until stopped.
+MAX_SAMPLES = 50
 
 if TYPE_CHECKING:  # numpy and the models load lazily, when a command runs
     import numpy as np
@@ -64,7 +68,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     check.add_argument("--seed", type=nonnegative_int, default=0, help="random seed (default 0)")
     check.add_argument(
-        "--samples", type=positive_int, default=5, help="entries checked per parameter (default 5)"
+        "--samples",
+        type=int_up_to(MAX_SAMPLES),
+        default=5,
+        help=f"entries checked per parameter array, 1 to {MAX_SAMPLES} (default 5)",
     )
     check.set_defaults(func=run_gradcheck)
 
