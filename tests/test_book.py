@@ -128,6 +128,7 @@ def test_refusal_names_the_global(tmp_path):
     [
         (b"\x80\x04\x95", "not a readable pickle"),
         (None, "expected a dict of arrays, got list"),
+        ("array", "expected a dict of arrays, got an array"),  # was the unpickler's own class
         ("missing", "missing ['b8']"),
         ("int-array", "W1 must be a float array, got int64"),
         ("nan", "W2 holds NaN"),
@@ -140,6 +141,8 @@ def test_malformed_book_files_are_one_line_checkpoint_errors(tmp_path, content, 
         path.write_bytes(content)
     elif content is None:
         write_pickle(path, [params["W1"]])
+    elif content == "array":
+        write_pickle(path, params["W1"])
     elif content == "missing":
         write_pickle(path, {k: v for k, v in params.items() if k != "b8"})
     elif content == "int-array":

@@ -157,6 +157,24 @@ def test_a_newline_in_a_path_keeps_the_error_on_one_line(tmp_path, capsys):
     assert_one_line_error(code, err, "no\\nsuch: no such checkpoint file")
 
 
+def test_a_run_that_has_not_finished_training_says_so(tmp_path, model_file, capsys):
+    """A run stopped before its first epoch ended was "model.npz: no such checkpoint file";
+    one stopped later was evaluated without a word that its figures are not the run's."""
+    from deepconvnet.cli.common import check_run_has_finished
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "checkpoint.npz").write_bytes(b"")  # what run_state looks at
+    code, err = run_cli(["evaluate", run], capsys)
+    assert_one_line_error(code, err, "stopped before its first epoch", f"--resume {run}")
+    (run / "model.npz").write_bytes(Path(model_file).read_bytes())
+    check_run_has_finished(run)
+    assert "has not finished training" in capsys.readouterr().err
+    (run / "results.json").write_text("{}")
+    check_run_has_finished(run)
+    assert capsys.readouterr().err == ""
+
+
 def test_unwritable_output_directory(tmp_path, model_file, capsys):
     blocker = tmp_path / "a-file"
     blocker.write_text("")

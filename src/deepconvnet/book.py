@@ -224,7 +224,8 @@ def _validated(
 ) -> dict[str, np.ndarray]:
     """The book's arrays, each checked in type, dtype and shape before any value is read."""
     if not isinstance(params, dict):
-        raise CheckpointError(f"{path}: expected a dict of arrays, got {type(params).__name__}")
+        kind = "an array" if isinstance(params, np.ndarray) else type(params).__name__
+        raise CheckpointError(f"{path}: expected a dict of arrays, got {kind}")
     keys = set(params)
     if keys != set(BOOK_KEYS):
         missing = sorted(set(BOOK_KEYS) - keys, key=str)

@@ -166,8 +166,30 @@ def load_trained_model(args: argparse.Namespace):
 
     if hasattr(args, "threads"):
         set_threads(args.threads)
+    check_run_has_finished(Path(args.model))
     model_path = resolve_model_path(args.model)
     return model_path, load_model(model_path)
+
+
+def check_run_has_finished(run_dir: Path) -> None:
+    """Say so when a run directory's training has not finished: with no model yet, as the error
+    (not "no such checkpoint file"); with the last epoch's model, as a note, since its figures
+    are not the run's."""
+    from deepconvnet.errors import DeepConvNetError
+    from deepconvnet.train import MODEL, run_state
+
+    if not run_dir.is_dir() or run_state(run_dir) != "resumable":
+        return
+    resume = f"deepconvnet train --resume {run_dir} finishes it"
+    if not (run_dir / MODEL).is_file():
+        raise DeepConvNetError(
+            f"{run_dir}: training stopped before its first epoch ended ({resume})"
+        )
+    print(
+        f"deepconvnet: note: {run_dir} has not finished training; this is its last epoch's model "
+        f"({resume})",
+        file=sys.stderr,
+    )
 
 
 def load_test_dataset(args: argparse.Namespace, model_path: Path):
