@@ -188,6 +188,17 @@ def test_unwritable_output_directory(tmp_path, model_file, capsys):
 
 
 @pytest.mark.mnist
+def test_train_into_a_dangling_symlink_names_it(tmp_path, capsys):
+    """It said the directory "was taken by another run as this one started"."""
+    link = tmp_path / "out"
+    link.symlink_to(tmp_path / "missing")
+    argv = ["train", "--train-limit", "100", "--epochs", "1", "--no-progress", "--out", link]
+    code, err = run_cli(argv, capsys)
+    assert_one_line_error(code, err, f"{link} is a symlink to no directory")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+@pytest.mark.mnist
 def test_visualize_writes_neither_figure_when_one_cannot_be_written(tmp_path, model_file, capsys):
     out = tmp_path / "vis"
     (out / "feature_maps.png").mkdir(parents=True)  # the second figure's place is taken

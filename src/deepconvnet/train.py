@@ -630,6 +630,11 @@ def _claim_run_dir(run_dir: Path | None) -> tuple[Path, Path | None]:
         except FileExistsError:
             if run_dir is None:
                 continue
+            if candidate.is_symlink() and not candidate.is_dir():
+                raise DeepConvNetError(
+                    f"{run_dir} is a symlink to no directory (its target is missing or loops); "
+                    "choose another --out"
+                ) from None
             raise DeepConvNetError(
                 f"{run_dir} was taken by another run as this one started; choose another --out"
             ) from None
