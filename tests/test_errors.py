@@ -175,6 +175,16 @@ def test_a_run_that_has_not_finished_training_says_so(tmp_path, model_file, caps
     assert capsys.readouterr().err == ""
 
 
+@pytest.mark.parametrize("command", [["evaluate"], ["predict", "--top", "1"]])
+def test_an_empty_model_path_is_refused_as_such(command, capsys):
+    """An unset shell variable ("$RUN") was read as the current directory: "model.npz: no such
+    checkpoint file"."""
+    with pytest.raises(SystemExit) as exit_info:
+        main([*command, "", *(["x.png"] if command[0] == "predict" else [])])
+    assert exit_info.value.code == 2
+    assert "expected a path, got an empty string" in capsys.readouterr().err
+
+
 def test_unwritable_output_directory(tmp_path, model_file, capsys):
     blocker = tmp_path / "a-file"
     blocker.write_text("")

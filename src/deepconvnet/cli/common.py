@@ -153,6 +153,7 @@ def add_model_argument(parser: argparse.ArgumentParser) -> None:
     """The positional trained model every consuming command takes: a run directory or a file."""
     parser.add_argument(
         "model",
+        type=nonempty_path,
         metavar="RUN_DIR|model.npz",
         help="a run directory (its model.npz is used) or a model.npz file",
     )
