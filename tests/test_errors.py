@@ -185,6 +185,18 @@ def test_an_empty_model_path_is_refused_as_such(command, capsys):
     assert "expected a path, got an empty string" in capsys.readouterr().err
 
 
+@pytest.mark.timeout(30)
+def test_a_fifo_given_as_input_is_refused_unopened(tmp_path, model_file, capsys):
+    """Opening a FIFO to read waits for a writer: predict and import-book hung for ever."""
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    code, err = run_cli(["predict", model_file, fifo], capsys)
+    assert_one_line_error(code, err, f"{fifo}: a FIFO or socket, not an image file")
+    code, err = run_cli(["import-book", fifo, "--out", tmp_path / "book"], capsys)
+    assert_one_line_error(code, err, f"{fifo}: a FIFO or socket, not a file")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pipe"]
+
+
 def test_unwritable_output_directory(tmp_path, model_file, capsys):
     blocker = tmp_path / "a-file"
     blocker.write_text("")

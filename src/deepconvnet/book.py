@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from deepconvnet.errors import CheckpointError, DeepConvNetError
-from deepconvnet.fileio import one_line
+from deepconvnet.fileio import is_pipe, one_line
 
 BOOK_KEYS = tuple(f"{kind}{i}" for i in range(1, 9) for kind in ("W", "b"))
 
@@ -205,6 +205,8 @@ _SLACK = 1 << 20  # bytes a pickle may hold beyond its arrays' values (opcodes, 
 def _read_at_most(path: Path, limit: int) -> bytes:
     """The file's bytes, refused unread beyond ``limit``: the parameters of the architecture at
     their widest float plus :data:`_SLACK`. (Without a limit ``/dev/zero`` never finished.)"""
+    if is_pipe(path):
+        raise CheckpointError(f"{path}: a FIFO or socket, not a file")
     try:
         with path.open("rb") as f:
             data = f.read(limit + 1)

@@ -74,6 +74,16 @@ def _write_target(path: Path) -> Path:
     return path
 
 
+def is_pipe(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a FIFO or a socket: opening a FIFO to read waits for a writer, for
+    ever if none comes, so a file the user names is checked before it is opened."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return False  # opening it will say what is wrong
+    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
+
+
 def is_staged_write(name: str) -> bool:
     """Whether a file name is that of a write still being staged (or left by a killed one)."""
     return name.startswith(".") and name.endswith(".tmp")

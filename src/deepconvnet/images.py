@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from deepconvnet.errors import ImageError
-from deepconvnet.fileio import atomic_write_bytes, one_line
+from deepconvnet.fileio import atomic_write_bytes, is_pipe, one_line
 
 #: Formats read (Pillow names). Restricting Pillow to them keeps its attack surface small.
 FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF")
@@ -211,6 +211,8 @@ def _open_image(source: str | os.PathLike | bytes, label: str) -> Iterator[Binar
     if isinstance(source, bytes | bytearray | memoryview):
         yield io.BytesIO(_within_file_limit(bytes(source), label))
         return
+    if is_pipe(source):
+        raise ImageError(f"{label}: a FIFO or socket, not an image file")
     try:
         with open(source, "rb") as file:
             if _is_large_multi_frame(file):
