@@ -251,6 +251,10 @@ def test_resume_refuses_a_run_drawn_with_other_random_streams(quick_run, tmp_pat
     (run_dir / "config.json").write_text(json.dumps(config))
     assert main(["train", "--resume", str(run_dir), "--no-progress"]) == 2
     assert "random streams differ" in capsys.readouterr().err
+    # A config that is no run's at all (no versions either) is not called an earlier version's.
+    (run_dir / "config.json").write_text(json.dumps({"config": {"dataset": "nope"}}))
+    assert main(["train", "--resume", str(run_dir), "--no-progress"]) == 2
+    assert "not a run's config as deepconvnet writes it" in capsys.readouterr().err
 
 
 def test_evaluate_reports_even_where_it_cannot_save_the_plot(quick_run, tmp_path, capsys):

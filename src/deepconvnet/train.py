@@ -685,7 +685,12 @@ def hold_dir(run_dir: Path, work: str = "trained") -> Iterator[None]:
 
 def _check_streams(run_dir: Path) -> None:
     """A run drawn with other random streams would not carry on as it would have; refuse it."""
-    recorded = _read_config(run_dir).get("streams", 1)
+    config = _read_config(run_dir)
+    if "streams" not in config and "versions" not in config:  # every run's config has versions
+        raise CheckpointError(
+            f"{run_dir / CONFIG}: not a run's config as deepconvnet writes it (no versions)"
+        )
+    recorded = config.get("streams", 1)  # runs before 0.2.0 did not record it
     if recorded != STREAMS_VERSION:
         raise CheckpointError(
             f"{run_dir} was made by an earlier deepconvnet whose random streams differ (version "
