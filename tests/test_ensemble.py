@@ -213,6 +213,12 @@ def test_evaluate_refuses_an_ensemble_with_members_missing(tmp_path):
     (out / "member-01" / "results.json").write_text("{}")
     assert member_model_paths([out]) == models
 
+    run = out / "member-00"  # a run named on its own, checkpointed but unfinished
+    (run / "results.json").unlink()
+    (run / "checkpoint.npz").write_bytes(b"")
+    with pytest.raises(DeepConvNetError, match=r"member-00 is unfinished .*train --resume"):
+        member_model_paths([run, out / "member-01"])
+
 
 def test_evaluate_of_a_corrupt_manifest_is_one_line_at_once(tmp_path, capsys):
     """A count of 10**12 members used to enumerate them all (a hang); JSON nested deeper than

@@ -129,6 +129,11 @@ def member_model_paths(paths: Sequence[str | Path]) -> list[Path]:
         elif path.is_dir() and (found := sorted(path.glob(f"{MEMBER_PREFIX}[0-9]*"))):
             models += _ensemble_models(path, found)  # assembled by hand: the folders present
         else:
+            if path.is_dir() and run_state(path) == "resumable":  # as for members, above
+                raise DeepConvNetError(
+                    f"{path} is unfinished (no {RESULTS}); finish it with "
+                    f"deepconvnet train --resume {path}"
+                )
             models.append(resolve_model_path(path))
     if not models:
         raise DeepConvNetError("no ensemble members given")
