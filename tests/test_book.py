@@ -233,6 +233,9 @@ def test_import_book_writes_a_checkpoint_that_predicts_like_the_book(tmp_path):
     x = np.random.default_rng(3).random((6, 1, 28, 28))
     expected = book_forward(params, x)
     np.testing.assert_allclose(model.forward(x), expected, rtol=1e-9, atol=1e-9)
+    # A trailing slash says "a directory", even for a name ending in .npz (it wrote a file).
+    into = import_book(pkl, f"{tmp_path / 'weights.npz'}/")
+    assert into == tmp_path / "weights.npz" / "model.npz" and into.is_file()
 
 
 def test_import_book_cli(tmp_path, capsys):

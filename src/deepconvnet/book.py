@@ -327,8 +327,9 @@ def import_book(
     """
     from deepconvnet.checkpoint import save_model
 
+    as_dir = str(out).endswith(("/", os.sep))  # Path drops the slash that says "a directory"
     out = Path(out)
-    path = out if out.suffix.lower() == ".npz" else out / "model.npz"
+    path = out if out.suffix.lower() == ".npz" and not as_dir else out / "model.npz"
     if path.exists() and not overwrite:
         raise DeepConvNetError(f"{path} already exists (--force replaces it)")
     params = read_book_params(pkl, arch)
