@@ -135,7 +135,7 @@ def test_epochs_rules():
     with pytest.raises(DeepConvNetError, match="2 values for 3 sizes"):
         epochs_for_sizes((1, 2, 3), (1, 2))
     assert parse_sizes("1000,5000") == (1000, 5000)
-    for bad in ("10,x", "0,5", "5,5", ""):
+    for bad in ("10,x", "0,5", "5,5", "", "100,", ",100"):
         with pytest.raises(DeepConvNetError, match="--sizes"):
             parse_sizes(bad)
 

@@ -493,7 +493,7 @@ def parse_epochs(text: str) -> tuple[int, ...]:
 
 def _parse_ints(text: str, option: str) -> list[int]:
     try:
-        values = [int(part) for part in text.split(",") if part.strip()]
+        values = [int(part) for part in text.split(",")]  # an empty item ("100,") is refused
     except ValueError:
         raise DeepConvNetError(
             f"{option}: expected comma-separated integers, got {text!r}"
