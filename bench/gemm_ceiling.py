@@ -24,8 +24,9 @@ import time
 from functools import partial
 from pathlib import Path
 
+from speed import BLAS_ENV
+
 RESULTS = Path(__file__).resolve().parent / "results"
-BLAS_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 # (height, in channels, out channels, pad) of figure 8-1's convolutions that take the grid path.
 GRID_CONVS = ((28, 16, 16, 1), (14, 16, 32, 1), (14, 32, 32, 2), (8, 32, 64, 1), (8, 64, 64, 1))
 KERNEL = 3

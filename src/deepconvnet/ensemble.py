@@ -130,10 +130,7 @@ def member_model_paths(paths: Sequence[str | Path]) -> list[Path]:
             models += _ensemble_models(path, found)  # assembled by hand: the folders present
         else:
             if path.is_dir() and run_state(path) == "resumable":  # as for members, above
-                raise DeepConvNetError(
-                    f"{path} is unfinished (no {RESULTS}); finish it with "
-                    f"deepconvnet train --resume {path}"
-                )
+                raise _unfinished(path, f"deepconvnet train --resume {path}")
             models.append(resolve_model_path(path))
     if not models:
         raise DeepConvNetError("no ensemble members given")
@@ -170,11 +167,13 @@ def _ensemble_models(directory: Path, run_dirs: list[Path]) -> list[Path]:
 
     for run_dir in run_dirs:
         if not (run_dir / RESULTS).is_file():
-            raise DeepConvNetError(
-                f"{run_dir} is unfinished (no {RESULTS}); finish it with "
-                f"deepconvnet ensemble train --resume {directory}"
-            )
+            raise _unfinished(run_dir, f"deepconvnet ensemble train --resume {directory}")
     return [resolve_model_path(run_dir) for run_dir in run_dirs]
+
+
+def _unfinished(run_dir: Path, finish: str) -> DeepConvNetError:
+    """A run an ensemble cannot count yet: its test figures would be some epoch's, not its own."""
+    return DeepConvNetError(f"{run_dir} is unfinished (no {RESULTS}); finish it with {finish}")
 
 
 def member_probabilities(
