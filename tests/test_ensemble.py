@@ -4,10 +4,15 @@ members trained in parallel worker processes (seeds, interruption, resume, failu
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -147,6 +152,91 @@ def test_a_wrong_ray_address_is_one_line_and_makes_nothing(tmp_path, capsys, add
     assert main(argv) == 2
     assert f"cannot connect to Ray at {address}" in _one_error_line(capsys.readouterr().err)
     assert not out.exists()
+
+
+def test_a_port_that_is_no_ray_head_is_refused_at_once(tmp_path, capsys):
+    """An HTTP server (any listener that does not speak gRPC) used to leave Ray retrying for
+    minutes, a log line every few seconds."""
+    import http.server
+    import threading
+
+    class Quiet(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Quiet)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    address = f"127.0.0.1:{server.server_address[1]}"
+    try:
+        out = tmp_path / "ens"
+        argv = ["ensemble", "train", "--out", str(out), "--members", "1", "--ray-address", address]
+        started = time.monotonic()
+        assert main(argv) == 2
+        assert time.monotonic() - started < 10
+    finally:
+        server.shutdown()
+    assert _one_error_line(capsys.readouterr().err) == (
+        f"deepconvnet: error: cannot connect to Ray at {address}: it answers, but not as a Ray "
+        "head (gRPC)\n"
+    )
+    assert not out.exists()
+
+
+class _FakeRay:
+    """``ray.init`` writing to fd 2 as Ray's C++ core does, then failing with ``error``."""
+
+    def __init__(self, error: BaseException | None) -> None:
+        self.error = error
+
+    def init(self, **_: object) -> None:
+        os.write(2, b"[core] Failed to get cluster ID from GCS server\n")
+        if self.error is not None:
+            raise self.error
+
+
+def _chained(outer: BaseException, inner: BaseException) -> BaseException:
+    outer.__cause__ = inner
+    return outer
+
+
+@pytest.mark.parametrize(
+    ("mode", "error", "words"),
+    [
+        (None, ConnectionError("Failed to connect\nmore"), "Failed to connect"),
+        (
+            None,
+            _chained(ConnectionError("x"), RuntimeError("RPC error: InvalidAuthToken: missing")),
+            "the cluster asks for token authentication: set RAY_AUTH_MODE=token",
+        ),
+        (
+            "token",
+            _chained(ConnectionError("x"), RuntimeError("RPC error: InvalidAuthToken: wrong")),
+            "the cluster refused this machine's token",
+        ),
+    ],
+)
+def test_a_failed_ray_connection_is_one_line_without_rays_log(
+    capfd, monkeypatch, mode, error, words
+):
+    from deepconvnet.ensemble import _connect_to_ray_head
+
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    if mode:
+        monkeypatch.setenv("RAY_AUTH_MODE", mode)
+    with pytest.raises(DeepConvNetError) as raised:
+        _connect_to_ray_head(_FakeRay(error), "10.0.0.1:6379")
+    assert str(raised.value).startswith(f"cannot connect to Ray at 10.0.0.1:6379: {words}")
+    assert "\n" not in str(raised.value)
+    assert capfd.readouterr().err == "connecting to Ray at 10.0.0.1:6379 ...\n"  # no core log
+
+
+def test_a_made_ray_connection_shows_what_ray_logged(capfd):
+    from deepconvnet.ensemble import _connect_to_ray_head
+
+    _connect_to_ray_head(_FakeRay(None), "10.0.0.1:6379")
+    assert capfd.readouterr().err == (
+        "connecting to Ray at 10.0.0.1:6379 ...\n[core] Failed to get cluster ID from GCS server\n"
+    )
 
 
 @pytest.mark.parametrize(
@@ -414,6 +504,86 @@ def test_ray_backend_writes_members_from_returned_bytes(tmp_path, capsys):
         "member-00",
         "member-01",
     ]
+
+
+@pytest.mark.mnist
+def test_ray_backend_on_a_running_cluster_with_token_authentication(tmp_path, monkeypatch):
+    """--ray-address HOST:PORT against a real ``ray start --head``: the gRPC check lets the head
+    through, a driver without its token is told so in one line (Ray's 20 s of retry log held
+    back), and with the token the members train there; ``local`` still starts its own Ray."""
+    ray = pytest.importorskip("ray")
+    if tuple(int(part) for part in ray.__version__.split(".")[:2]) < (2, 52):
+        pytest.skip("token authentication came with Ray 2.52")
+    from deepconvnet.ensemble import _check_ray_head_answers
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    address = f"127.0.0.1:{port}"
+    # Ray's own temporary directory, short for its sockets, so that the head's address file
+    # (which a plain ray.init() would follow) does not outlive the test
+    ray_tmp = Path(tempfile.mkdtemp(prefix="dcn-ray-"))
+    token = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": os.urandom(16).hex()}
+    monkeypatch.setenv("RAY_TMPDIR", str(ray_tmp))
+    head = subprocess.Popen(
+        [
+            *(str(Path(sys.executable).with_name("ray")), "start", "--head", "--block"),
+            *(f"--port={port}", "--num-cpus=2", "--include-dashboard=false"),
+            "--disable-usage-stats",
+        ],
+        env={**os.environ, **token},
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait_for(lambda: _answers(_check_ray_head_answers, address), seconds=60)
+        out = tmp_path / "ens"
+        argv = ["ensemble", "train", "--out", str(out), "--members", "1", "--threads", "1"]
+        argv += [*QUICK, "--ray-address", address]
+        # Ray reads its token once a process (and this one may have made its own), so each try
+        # is a CLI run of its own
+        refused = _cli_run(argv, {"RAY_AUTH_MODE": "disabled", "RAY_AUTH_TOKEN": ""})
+        assert refused.returncode == 2
+        assert refused.stderr == (
+            f"connecting to Ray at {address} ...\ndeepconvnet: error: cannot connect to Ray at "
+            f"{address}: the cluster asks for token authentication: set RAY_AUTH_MODE=token (the "
+            "token is read from RAY_AUTH_TOKEN or ~/.ray/auth_token, as on the head)\n"
+        )
+        assert not out.exists()
+
+        trained = _cli_run(argv, token)
+        assert trained.returncode == 0, trained.stderr
+        assert f"member-00 starting (seed 0, 1 thread(s)) on Ray ({address})" in trained.stderr
+        assert (out / "member-00" / "model.npz").is_file()
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)
+        head.wait(timeout=60)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def _cli_run(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "deepconvnet", *argv],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+
+def _answers(check: Callable[[str], bool], address: str) -> bool:
+    try:
+        return check(address)
+    except DeepConvNetError:
+        return False
+
+
+def _wait_for(condition: Callable[[], bool], seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.5)
 
 
 def test_ensemble_resume_refuses_options_it_would_ignore(tmp_path, capsys):

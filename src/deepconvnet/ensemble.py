@@ -542,6 +542,10 @@ def run_member(directory: str | Path, index: int) -> int:
 
 
 RAY_CONNECT_TIMEOUT_S = 3.0  # a HOST:PORT that does not answer in this time is no Ray head
+# HTTP/2's client connection preface and an empty SETTINGS frame (RFC 9113, 3.4): a gRPC server,
+# as Ray's GCS is, answers with a SETTINGS frame of its own.
+HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+HTTP2_SETTINGS = 4  # the frame type, byte 3 of a frame's 9-byte header
 
 
 @contextmanager
@@ -561,33 +565,107 @@ def ray_connection(address: str | None) -> Iterator[None]:
     if ray.is_initialized():
         yield
         return
-    if address != "local":
-        _check_ray_head_answers(address)
-    try:
-        ray.init(
-            address=None if address == "local" else address,
-            include_dashboard=False,
-            log_to_driver=False,
-        )
-    except (ValueError, ConnectionError, RuntimeError) as exc:
-        raise DeepConvNetError(f"cannot connect to Ray at {address}: {one_line(exc)}") from exc
+    if address == "local":  # a new instance, even where `ray start` left one (or its address)
+        ray.init(address="local", include_dashboard=False, log_to_driver=False)
+    else:
+        _connect_to_ray_head(ray, address, announce=_check_ray_head_answers(address))
     try:
         yield
     finally:
         ray.shutdown()
 
 
-def _check_ray_head_answers(address: str) -> None:
-    """A plain HOST:PORT must accept a connection within RAY_CONNECT_TIMEOUT_S: Ray itself
-    retries an unreachable head for about a minute, logging a line a second."""
+def _connect_to_ray_head(ray: Any, address: str, announce: bool = True) -> None:
+    """``ray.init`` on a running cluster. Ray's core logs each failed attempt to fd 2, a line a
+    second for about 20 s, so that output is held back and shown only if the connection is made;
+    a failure is one line, naming token authentication when that is what was refused.
+    ``announce``: say first that we are connecting (to a head known to answer, where Ray may
+    take those 20 s)."""
+    if announce:
+        print(f"connecting to Ray at {address} ...", file=sys.stderr, flush=True)
+    with _fd2_held() as release:
+        try:
+            ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        except (ValueError, ConnectionError, RuntimeError) as exc:
+            raise DeepConvNetError(
+                f"cannot connect to Ray at {address}: {_ray_failure(exc)}"
+            ) from exc
+        release()
+
+
+def _ray_failure(exc: BaseException) -> str:
+    """What a failed ``ray.init`` says, with the usual cause, a missing token, put plainly."""
+    chain = [exc]
+    while (cause := chain[-1].__cause__ or chain[-1].__context__) and len(chain) < 10:
+        chain.append(cause)
+    if not any("InvalidAuthToken" in str(e) or "AuthenticationError" in str(e) for e in chain):
+        return one_line(exc)
+    if os.environ.get("RAY_AUTH_MODE", "disabled") != "token":
+        return (
+            "the cluster asks for token authentication: set RAY_AUTH_MODE=token (the token is "
+            "read from RAY_AUTH_TOKEN or ~/.ray/auth_token, as on the head)"
+        )
+    return "the cluster refused this machine's token (RAY_AUTH_TOKEN or ~/.ray/auth_token)"
+
+
+@contextmanager
+def _fd2_held() -> Iterator[Callable[[], None]]:
+    """Send what is written to file descriptor 2 (C++ logs) and to ``sys.stderr`` (Python's) to
+    a temporary file while the block runs; calling the yielded function copies it to stderr once
+    both are restored."""
+    sys.stderr.flush()
+    saved, saved_stream = os.dup(2), sys.stderr
+    wanted = False
+
+    def release() -> None:
+        nonlocal wanted
+        wanted = True
+
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115 (closed below)
+        try:
+            yield release
+        finally:
+            sys.stderr.close()
+            sys.stderr = saved_stream
+            os.dup2(saved, 2)
+            os.close(saved)
+            if wanted:
+                held.seek(0)
+                sys.stderr.write(held.read().decode(errors="replace"))
+                sys.stderr.flush()
+
+
+def _check_ray_head_answers(address: str) -> bool:
+    """A plain HOST:PORT must answer as a gRPC server within RAY_CONNECT_TIMEOUT_S: Ray itself
+    retries a head that does not for minutes, logging a line every few seconds. False: not
+    checked (an address of another form, or TLS), so Ray judges it alone."""
     host, _, port = address.rpartition(":")
     if not host or not port.isdigit() or "://" in address:
-        return  # ray://..., auto, or something Ray will judge itself
+        return False  # ray://..., auto, or something Ray will judge itself
+    if os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true"):
+        return False  # a TLS head answers the handshake, not plain HTTP/2
     try:
-        socket.create_connection((host, int(port)), timeout=RAY_CONNECT_TIMEOUT_S).close()
+        with socket.create_connection((host, int(port)), timeout=RAY_CONNECT_TIMEOUT_S) as conn:
+            conn.sendall(HTTP2_PREFACE)
+            reply = _read_up_to(conn, 9)
     except (OSError, ValueError) as exc:
         why = "timed out" if isinstance(exc, TimeoutError) else one_line(exc)
         raise DeepConvNetError(f"cannot connect to Ray at {address}: {why}") from exc
+    if len(reply) < 9 or reply[3] != HTTP2_SETTINGS:
+        raise DeepConvNetError(
+            f"cannot connect to Ray at {address}: it answers, but not as a Ray head (gRPC)"
+        )
+    return True
+
+
+def _read_up_to(conn: socket.socket, size: int) -> bytes:
+    """Up to ``size`` bytes, fewer if the peer closes first."""
+    data = b""
+    while len(data) < size and (chunk := conn.recv(size - len(data))):
+        data += chunk
+    return data
 
 
 def _run_ray(plan: EnsemblePlan, todo: list[int], log: Log, address: str) -> list[MemberResult]:

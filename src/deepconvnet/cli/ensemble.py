@@ -79,8 +79,10 @@ def _register_train(sub: argparse._SubParsersAction) -> None:
         "--ray-address",
         default=None,
         metavar="ADDR",
-        help="run members as Ray tasks on the cluster at ADDR ('local' starts a local Ray); "
-        "needs the 'ray' extra",
+        help="run members as Ray tasks on the cluster at ADDR: HOST:PORT of a `ray start "
+        "--head` (with RAY_AUTH_MODE=token where it uses token authentication, as `ray start` "
+        "does by default since Ray 2.59), 'auto' for the one this machine belongs to, or "
+        "'local' to start a Ray of its own; needs the 'ray' extra",
     )
     add_train_options(parser)
     parser.set_defaults(func=run_ensemble_train, option_defaults=leave_out_defaults(parser))
