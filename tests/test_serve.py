@@ -5,7 +5,11 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import signal
 import socket
+import subprocess
+import sys
+import time
 
 import httpx
 import numpy as np
@@ -17,7 +21,7 @@ from deepconvnet.cli import main
 from deepconvnet.images import load_digit
 from deepconvnet.models import build_model
 from deepconvnet.serve import DigitClassifier
-from deepconvnet.serve.app import BodySizeLimit, create_app, running_server
+from deepconvnet.serve.app import SHUTDOWN_GRACE_S, BodySizeLimit, create_app, running_server
 
 BODY_LIMIT = 64 * 1024  # small, so that "too large" costs nothing to send
 
@@ -332,6 +336,112 @@ def test_a_drawing_is_answered_while_photos_queue_for_the_decoders(classifier, m
         assert [photo.result().status_code for photo in photos] == [200] * 3
     assert lanes["7.png"].startswith("decodesmall")
     assert all(lanes[f"p{i}.png"].startswith("decode1") for i in range(3))
+
+
+def test_every_answer_carries_the_security_headers_and_only_static_files_are_cacheable(client):
+    answers = {
+        "/": client.get("/"),
+        "/healthz": client.get("/healthz"),
+        "/api/predict": client.post("/api/predict", json={"pixels": "no"}),
+        "/nope": client.get("/nope"),
+        "/static/app.js": client.get("/static/app.js"),
+    }
+    assert [a.status_code for a in answers.values()] == [200, 200, 400, 404, 200]
+    for path, answer in answers.items():
+        assert answer.headers["x-content-type-options"] == "nosniff", path
+        assert answer.headers["x-frame-options"] == "DENY", path
+        assert answer.headers.get("cache-control") == (None if "static" in path else "no-store")
+
+
+def test_head_is_answered_where_get_is(client):
+    """HEAD / and HEAD /healthz were 405: uptime checkers that send HEAD saw the server down."""
+    for path in ("/", "/healthz", "/static/app.js"):
+        head, get = client.head(path), client.get(path)
+        assert (head.status_code, head.content) == (200, b""), path
+        assert head.headers["content-type"] == get.headers["content-type"]
+
+
+def _stalled_request(url: str) -> socket.socket:
+    """A connection that sends half a request's headers and then nothing."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    stalled = socket.create_connection((host, int(port)))
+    stalled.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+    return stalled
+
+
+def test_connections_over_the_cap_are_answered_503_not_left_to_hang(classifier):
+    """Stalled half-requests are held open; past the cap the server says 503 at once, where
+    before enough of them used up its file descriptors and no one got an answer."""
+    app = create_app(classifier)
+    with running_server(app, limit_concurrency=3) as url, httpx.Client(base_url=url) as http:
+        stalled = [_stalled_request(url)]
+        assert http.get("/healthz").status_code == 200  # 2 connections of 3
+        stalled += [_stalled_request(url) for _ in range(2)]
+        time.sleep(0.2)  # let the server take the connections in
+        assert http.get("/healthz").status_code == 503
+        for connection in stalled:
+            connection.close()
+        time.sleep(0.2)
+        assert http.get("/healthz").status_code == 200
+
+
+def test_ctrl_c_stops_the_server_though_an_upload_is_half_sent(model_path):
+    """Ctrl-C waited for ever on an open request (a second one dumped tracebacks); a client
+    gone mid-upload was logged as an application error with its traceback."""
+    server = subprocess.Popen(
+        [sys.executable, "-m", "deepconvnet", "serve", str(model_path), "--port", "0"],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        announced = server.stderr.readline()
+        assert announced.startswith("serving "), announced
+        url = announced.split(" at ")[1].strip().rstrip("/")
+        with httpx.Client(base_url=url, timeout=5) as http:
+            assert http.get("/healthz").status_code == 200
+        host, port = url.removeprefix("http://").rsplit(":", 1)
+        gone, upload = (socket.create_connection((host, int(port))) for _ in range(2))
+        for client in (gone, upload):
+            client.sendall(b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n")
+            client.sendall(b"Content-Type: application/json\r\n\r\n{")
+        time.sleep(0.3)
+        gone.close()
+        time.sleep(0.3)
+        stopped = time.monotonic()
+        server.send_signal(signal.SIGINT)
+        assert server.wait(timeout=30) == 130
+        assert time.monotonic() - stopped < SHUTDOWN_GRACE_S + 5
+        rest = server.stderr.read()
+        assert rest.rstrip().endswith("deepconvnet: interrupted")
+        assert "Traceback" not in rest
+        upload.settimeout(5)
+        assert upload.recv(4096).startswith(b"HTTP/1.1 503 ")  # the upload is told, not dropped
+        upload.close()
+    finally:
+        server.kill()
+        server.wait()
+
+
+@pytest.mark.parametrize(
+    ("given", "bound"), [("[127.0.0.1]", "127.0.0.1"), (" 127.0.0.1 ", "127.0.0.1")]
+)
+def test_serve_host_may_be_bracketed_as_in_urls(model_path, capsys, given, bound):
+    """``--host '[::1]'`` (as URLs write it) said 'cannot listen on [[::1]]:8000'."""
+    with socket.socket() as taken:
+        taken.bind((bound, 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["serve", str(model_path), "--host", given, "--port", str(port)]) == 2
+    assert capsys.readouterr().err == (
+        f"deepconvnet: error: cannot listen on {bound}:{port}: address already in use\n"
+    )
+
+
+def test_serve_host_must_not_be_empty(model_path, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["serve", str(model_path), "--host", ""])
+    assert exited.value.code == 2
+    assert "--host: expected an address or a host name, got nothing" in capsys.readouterr().err
 
 
 # -- the serve command --------------------------------------------------------------------------

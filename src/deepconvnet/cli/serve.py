@@ -84,10 +84,24 @@ def _register_serve(sub: argparse._SubParsersAction) -> None:
     )
     add_model_argument(parser)
     parser.add_argument(
-        "--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, loopback only)"
+        "--host",
+        type=_host,
+        default="127.0.0.1",
+        help="address to bind, a name or an IP (IPv6 with or without brackets); default: "
+        "127.0.0.1, loopback only",
     )
     parser.add_argument("--port", type=_port, default=8000, help="port (default: 8000)")
     parser.set_defaults(func=run_serve)
+
+
+def _host(text: str) -> str:
+    """The address as given, or unbracketed: ``[::1]`` is how URLs write ``::1``."""
+    host = text.strip()
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not host:
+        raise argparse.ArgumentTypeError("expected an address or a host name, got nothing")
+    return host
 
 
 def _port(text: str) -> int:

@@ -19,7 +19,9 @@ input, 413 a body over ``max_body_bytes`` or an image over ``max_pixels`` (decom
 server buffer more than the limit, whatever its Content-Length says; images are decoded by a pool
 of ``DECODE_SLOTS`` threads, so concurrent uploads queue instead of each taking a decoded image's
 memory (a few hundred MB for a 40 MP image of a few hundred KB). Small images (the page's drawing)
-have a decoding thread of their own, so they never queue behind large photos.
+have a decoding thread of their own, so they never queue behind large photos. Every answer
+carries SECURITY_HEADERS; HEAD is answered where GET is; at most MAX_CONNECTIONS are open at once
+(uvicorn answers 503 beyond), and Ctrl-C waits SHUTDOWN_GRACE_S for open requests.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from functools import partial
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from fastapi import FastAPI, Request
@@ -45,11 +47,15 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from deepconvnet.errors import CheckpointError, DeepConvNetError
 from deepconvnet.images import MAX_PIXELS, ImageTooLargeError, load_digit, pixels_to_digit
 from deepconvnet.serve import DigitClassifier, predict_digit
+
+if TYPE_CHECKING:
+    import uvicorn
 
 MAX_BODY_BYTES = 8 * 1024 * 1024  # a phone photo fits; anything bigger is refused unread
 #: Images decoded at once. Decoding is CPU-bound, so more would not answer sooner, only hold more
@@ -60,6 +66,15 @@ DECODE_SLOTS = min(4, os.cpu_count() or 1)
 SMALL_UPLOAD_BYTES = 256 * 1024
 SMALL_UPLOAD_PIXELS = 1_000_000
 LOOPBACK = "127.0.0.1"
+#: Open connections (and requests in flight) before uvicorn answers 503: clients that send half a
+#: request and stall are held open (uvicorn has no timeout for a request's headers or body), and
+#: without a cap enough of them exhaust the process's file descriptors and lock everyone out.
+MAX_CONNECTIONS = 64
+#: Seconds Ctrl-C waits for open requests before closing them (uvicorn's default waits for ever,
+#: so one stalled upload kept the server from stopping).
+SHUTDOWN_GRACE_S = 3.0
+#: On every answer: no content sniffing, no framing by other sites' pages.
+SECURITY_HEADERS = [(b"x-content-type-options", b"nosniff"), (b"x-frame-options", b"DENY")]
 
 
 class RequestError(Exception):
@@ -87,6 +102,8 @@ def create_app(
         openapi_url=None,
     )
     app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
+    app.add_middleware(AnswerHeaders)
+    app.add_middleware(CutShortRequests)
     _add_error_handlers(app)
     static = resources.files("deepconvnet.serve") / "static"
     app.mount("/static", WholeStaticFiles(directory=str(static)), name="static")
@@ -94,11 +111,11 @@ def create_app(
     pool = decode_pool(decode_slots)
     decoders = _lanes(pool, decode_pool(1, "small")), _in_pool(_digit_from_json, pool)
 
-    @app.get("/", response_class=HTMLResponse)
+    @app.api_route("/", methods=["GET", "HEAD"], response_class=HTMLResponse)
     def index() -> HTMLResponse:
         return HTMLResponse((static / "index.html").read_text(encoding="utf-8"))
 
-    @app.get("/healthz")
+    @app.api_route("/healthz", methods=["GET", "HEAD"])  # HEAD: what uptime checkers send
     def healthz() -> dict[str, Any]:
         return {"status": "ok", **classifier.describe()}
 
@@ -255,6 +272,63 @@ class WholeStaticFiles(StaticFiles):
         await super().__call__({**scope, "headers": headers}, receive, send)
 
 
+class TrackedSend:
+    """An ASGI ``send`` that remembers whether the answer has begun: after that, no error
+    answer can replace it."""
+
+    def __init__(self, send: Send) -> None:
+        self.send = send
+        self.started = False
+
+    async def __call__(self, message: Message) -> None:
+        self.started = self.started or message["type"] == "http.response.start"
+        await self.send(message)
+
+
+class CutShortRequests:
+    """ASGI middleware for requests cut short, which uvicorn would log as application errors,
+    traceback and all: a client gone mid-upload (nobody to answer, nothing wrong here) ends
+    quietly, and a request still open SHUTDOWN_GRACE_S after Ctrl-C (uvicorn then cancels it) is
+    answered 503 rather than 500."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        tracked = TrackedSend(send)
+        try:
+            await self.app(scope, receive, tracked)
+        except ClientDisconnect:
+            return
+        except asyncio.CancelledError:
+            if scope["type"] != "http" or tracked.started:
+                raise
+            await _reply(scope, send, 503, "the server is shutting down")
+
+
+class AnswerHeaders:
+    """ASGI middleware: SECURITY_HEADERS on every answer, and ``Cache-Control: no-store`` on all
+    but the static files (a prediction or a health check is never to be answered from a cache)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        extra = list(SECURITY_HEADERS)
+        if not scope["path"].startswith("/static/"):
+            extra.append((b"cache-control", b"no-store"))
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), *extra]}
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
 class BodySizeLimit:
     """ASGI middleware: 413 for a request body over ``max_bytes``, declared or streamed."""
 
@@ -276,7 +350,6 @@ class BodySizeLimit:
             await self._refuse(scope, send)
             return
         received = 0
-        started = False
 
         async def counting_receive() -> Message:
             nonlocal received
@@ -287,15 +360,11 @@ class BodySizeLimit:
                     raise BodyTooLarge
             return message
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
+        tracked = TrackedSend(send)
         try:
-            await self.app(scope, counting_receive, tracking_send)
+            await self.app(scope, counting_receive, tracked)
         except BodyTooLarge:
-            if not started:
+            if not tracked.started:
                 await self._refuse(scope, send)
 
     async def _refuse(self, scope: Scope, send: Send) -> None:
@@ -359,24 +428,40 @@ def serve(classifier: DigitClassifier, sock: socket.socket, *, log_level: str = 
     """Run the app with uvicorn on ``sock`` (from :func:`listen_socket`) until interrupted."""
     import uvicorn
 
-    server = uvicorn.Server(uvicorn.Config(create_app(classifier), log_level=log_level))
+    server = uvicorn.Server(server_config(create_app(classifier), log_level=log_level))
     try:
         server.run(sockets=[sock])
     finally:
         sock.close()
 
 
+def server_config(app: ASGIApp, **options: Any) -> uvicorn.Config:
+    """The uvicorn configuration of every server here: capped connections, a bounded shutdown."""
+    import uvicorn
+
+    options = {
+        "limit_concurrency": MAX_CONNECTIONS,
+        "timeout_graceful_shutdown": SHUTDOWN_GRACE_S,
+        **options,
+    }
+    return uvicorn.Config(app, **options)
+
+
 @contextmanager
-def running_server(app: ASGIApp, *, host: str = LOOPBACK, timeout: float = 10.0) -> Iterator[str]:
+def running_server(
+    app: ASGIApp, *, host: str = LOOPBACK, timeout: float = 10.0, **options: Any
+) -> Iterator[str]:
     """Run ``app`` with uvicorn in a background thread on a free port; yields the base URL.
 
     The socket is bound before the thread starts (port 0: the OS picks a free port), so there is
     no race for the port; the server is stopped and joined on exit. For tests and notebooks.
+    ``options`` override :func:`server_config`'s.
     """
     import uvicorn
 
     sock = listen_socket(host, 0)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    quiet = {"log_level": "warning", "lifespan": "off"}
+    server = uvicorn.Server(server_config(app, **{**quiet, **options}))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     try:
