@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import struct
 import warnings
+import zlib
 
 import numpy as np
 import pytest
@@ -14,6 +16,7 @@ from PIL import Image, ImageDraw
 
 from deepconvnet.errors import ImageError
 from deepconvnet.images import (
+    MAX_PIXELS,
     ImageTooLargeError,
     digit_png_bytes,
     load_digit,
@@ -226,6 +229,28 @@ def test_over_large_images_are_refused_before_decoding():
     small = encode(draw_seven((300, 200), dark_on_light=True), "PNG")
     with pytest.raises(ImageTooLargeError, match="the limit is 50,000"):
         read_image(small, max_pixels=50_000)
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG claiming ``width`` x ``height`` 1-bit pixels, with an empty IDAT (no pixel data)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", b"") + chunk(b"IEND", b"")
+
+
+def test_an_image_over_twice_pillows_limit_is_refused_in_our_words():
+    """Pillow refuses these itself on open; the message was its own ('could be decompression
+    bomb DOS attack') without the limit that applies here."""
+    with pytest.raises(ImageTooLargeError) as raised:
+        read_image(png_header_only(20_000, 20_000), name="huge.png")
+    assert str(raised.value) == (
+        f"huge.png: image too large (400,000,000 pixels; the limit is {MAX_PIXELS:,})"
+    )
 
 
 @pytest.mark.filterwarnings("error")  # Pillow's DecompressionBombWarning would fail the test

@@ -19,6 +19,7 @@ import contextlib
 import io
 import math
 import os
+import re
 import stat
 import warnings
 from collections.abc import Iterator
@@ -100,8 +101,11 @@ def read_image(
                 return _decode(stream, label, max_pixels)
         except ImageError:
             raise
-        except Image.DecompressionBombError as exc:
-            raise ImageTooLargeError(f"{label}: image too large ({exc})") from exc
+        except Image.DecompressionBombError as exc:  # over twice Pillow's limit: refused on open
+            found = re.search(r"\((\d+) pixels\)", str(exc))
+            size = f"{int(found[1]):,} pixels" if found else "over Pillow's limit"
+            msg = f"{label}: image too large ({size}; the limit is {max_pixels:,})"
+            raise ImageTooLargeError(msg) from exc
         except Image.UnidentifiedImageError as exc:
             stream.seek(0)
             if stream.read(8).startswith(FORMAT_MAGIC):
