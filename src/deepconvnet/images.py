@@ -156,21 +156,30 @@ def pixels_to_digit(pixels: Any, *, name: str = "pixels") -> np.ndarray:
 
     No preprocessing: the caller promises an MNIST-style digit already. Returns float32 (28, 28).
     """
-    try:
-        given = np.asarray(pixels)
-        if given.shape == (SIZE, SIZE) and (given.dtype.kind not in "uif" or _has_bool(pixels)):
-            # strings ("0.5") and booleans would pass a float conversion as numbers
-            raise ValueError(f"values of type {given.dtype.name} or bool, not numbers")
-        arr = given.astype(np.float64)
-    except (ValueError, TypeError, OverflowError) as exc:
-        raise ImageError(f"{name}: expected 28x28 numbers ({one_line(exc)})") from exc
-    if arr.shape != (SIZE, SIZE):
-        raise ImageError(f"{name}: expected shape 28x28, got {_describe(pixels, arr)}")
+    arr = _number_grid(pixels, name)
     if not np.isfinite(arr).all():
         raise ImageError(f"{name}: values must be finite numbers (found NaN or infinity)")
     if arr.min() < 0 or arr.max() > 1:
         raise ImageError(f"{name}: values must be in [0, 1] (found {arr.min():g} to {arr.max():g})")
     return arr.astype(np.float32)
+
+
+def _number_grid(pixels: Any, name: str) -> np.ndarray:
+    """The 28x28 values as float64. Strings and booleans are refused: NumPy would make numbers
+    of them ("0.5" -> 0.5, true -> 1.0)."""
+    try:
+        given = np.asarray(pixels)
+    except ValueError as exc:  # NumPy: "... has an inhomogeneous shape ..."
+        raise ImageError(f"{name}: expected 28x28 numbers, got rows of different lengths") from exc
+    if given.shape != (SIZE, SIZE):
+        raise ImageError(f"{name}: expected shape 28x28, got {_describe(pixels, given)}")
+    if given.dtype.kind == "b" or _has_bool(pixels):
+        raise ImageError(f"{name}: expected 28x28 numbers, got true/false values")
+    if given.dtype.kind in "US":
+        raise ImageError(f"{name}: expected 28x28 numbers, got strings")
+    if given.dtype.kind not in "uif":
+        raise ImageError(f"{name}: expected 28x28 numbers, got values that are not numbers")
+    return given.astype(np.float64)
 
 
 def _has_bool(pixels: Any) -> bool:
@@ -191,6 +200,8 @@ def _describe(pixels: Any, arr: np.ndarray) -> str:
         return "a boolean"
     if isinstance(pixels, str | bytes):
         return "a string"
+    if isinstance(pixels, dict):
+        return "an object"
     return "a number"
 
 
