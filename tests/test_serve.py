@@ -294,15 +294,20 @@ def test_uploads_are_decoded_at_most_decode_slots_at_a_time(classifier, monkeypa
 
 
 def test_a_drawing_is_answered_while_photos_queue_for_the_decoders(classifier, monkeypatch):
-    """Uploads were decoded in the order they came: the page's drawing waited for every large
-    photo before it. Small images have a lane of their own; a photo whose file is small but
-    whose header says more than 1 MP is refused there and joins the photos' queue."""
+    """Uploads were decoded in the order they came: the page's drawing (or JSON pixels) waited
+    for every large photo before it. Small images have a lane of their own; a photo whose file
+    is small but whose header says more than 1 MP is refused there and joins the photos' queue."""
     import threading
     from concurrent.futures import ThreadPoolExecutor
 
     import deepconvnet.serve.app as app_module
 
     photo_started, release, lanes = threading.Event(), threading.Event(), {}
+    digit_from_json = app_module._digit_from_json
+
+    def recorded_digit_from_json(body):
+        lanes["json"] = threading.current_thread().name
+        return digit_from_json(body)
 
     def gated_load_digit(data, *, name, max_pixels):
         if max_pixels > app_module.SMALL_UPLOAD_PIXELS:  # the photos' pool
@@ -313,6 +318,7 @@ def test_a_drawing_is_answered_while_photos_queue_for_the_decoders(classifier, m
         return digit
 
     monkeypatch.setattr(app_module, "load_digit", gated_load_digit)
+    monkeypatch.setattr(app_module, "_digit_from_json", recorded_digit_from_json)
     big = Image.new("L", (1200, 1000), 255)  # 1.2 MP, a file of a few KB
     big.paste(Image.open(io.BytesIO(seven_png())).resize((400, 400)), (400, 300))
     buffer = io.BytesIO()
@@ -330,11 +336,13 @@ def test_a_drawing_is_answered_while_photos_queue_for_the_decoders(classifier, m
         assert photo_started.wait(30)  # one photo holds the photos' only decoder
         try:  # queued behind that photo, the drawing would wait out the 10 s: ReadTimeout
             drawing = http.post("/api/predict", files={"file": ("7.png", seven_png())}, timeout=10)
+            pixels = {"pixels": mnist_like_pixels().tolist()}
+            drawn = http.post("/api/predict", json=pixels, timeout=10)  # it queued there too
         finally:
             release.set()
-        assert drawing.status_code == 200
+        assert (drawing.status_code, drawn.status_code) == (200, 200)
         assert [photo.result().status_code for photo in photos] == [200] * 3
-    assert lanes["7.png"].startswith("decodesmall")
+    assert lanes["7.png"].startswith("decodesmall") and lanes["json"].startswith("decodesmall")
     assert all(lanes[f"p{i}.png"].startswith("decode1") for i in range(3))
 
 

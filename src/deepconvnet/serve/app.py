@@ -108,8 +108,8 @@ def create_app(
     static = resources.files("deepconvnet.serve") / "static"
     app.mount("/static", WholeStaticFiles(directory=str(static)), name="static")
     # Decoding (images, and JSON pixels) runs on pools of its own: see _in_pool and _lanes.
-    pool = decode_pool(decode_slots)
-    decoders = _lanes(pool, decode_pool(1, "small")), _in_pool(_digit_from_json, pool)
+    pool, small = decode_pool(decode_slots), decode_pool(1, "small")
+    decoders = _lanes(pool, small), _json_lanes(pool, small)
 
     @app.api_route("/", methods=["GET", "HEAD"], response_class=HTMLResponse)
     def index() -> HTMLResponse:
@@ -182,6 +182,18 @@ def _lanes(pool: ThreadPoolExecutor, small: ThreadPoolExecutor) -> Callable[...,
                 if max_pixels <= SMALL_UPLOAD_PIXELS:
                     raise
         return await decode(data, name=name, max_pixels=max_pixels)
+
+    return lanes
+
+
+def _json_lanes(pool: ThreadPoolExecutor, small: ThreadPoolExecutor) -> Callable[..., Awaitable]:
+    """JSON pixels parsed on the ``small`` lane when the body is small (28x28 numbers are a few
+    KB), so they never queue behind photos; a larger body (padding, up to the body limit) on
+    ``pool``."""
+    parse_small, parse = _in_pool(_digit_from_json, small), _in_pool(_digit_from_json, pool)
+
+    async def lanes(body: bytes) -> np.ndarray:
+        return await (parse_small if len(body) <= SMALL_UPLOAD_BYTES else parse)(body)
 
     return lanes
 
