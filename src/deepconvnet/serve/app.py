@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import logging
 import os
 import socket
 import threading
@@ -441,6 +442,10 @@ def serve(classifier: DigitClassifier, sock: socket.socket, *, log_level: str = 
     import uvicorn
 
     server = uvicorn.Server(server_config(create_app(classifier), log_level=log_level))
+    # uvicorn's lifecycle lines (started, waiting for startup, shutting down, ...) say nothing
+    # the "serving ..." line and Ctrl-C's "interrupted" do not; warnings and errors still show.
+    lifecycle = logging.getLogger("uvicorn.error")  # set to log_level by the Config
+    lifecycle.setLevel(max(lifecycle.level, logging.WARNING))
     try:
         server.run(sockets=[sock])
     finally:
