@@ -583,14 +583,13 @@ def _connect_to_ray_head(ray: Any, address: str, announce: bool = True) -> None:
     take those 20 s)."""
     if announce:
         print(f"connecting to Ray at {address} ...", file=sys.stderr, flush=True)
-    with _fd2_held() as release:
+    with _stderr_held():
         try:
             ray.init(address=address, include_dashboard=False, log_to_driver=False)
         except (ValueError, ConnectionError, RuntimeError) as exc:
             raise DeepConvNetError(
                 f"cannot connect to Ray at {address}: {_ray_failure(exc)}"
             ) from exc
-        release()
 
 
 def _ray_failure(exc: BaseException) -> str:
@@ -609,29 +608,24 @@ def _ray_failure(exc: BaseException) -> str:
 
 
 @contextmanager
-def _fd2_held() -> Iterator[Callable[[], None]]:
+def _stderr_held() -> Iterator[None]:
     """Send what is written to file descriptor 2 (C++ logs) and to ``sys.stderr`` (Python's) to
-    a temporary file while the block runs; calling the yielded function copies it to stderr once
-    both are restored."""
+    a temporary file while the block runs; copy it to stderr after, unless the block raised."""
     sys.stderr.flush()
     saved, saved_stream = os.dup(2), sys.stderr
-    wanted = False
-
-    def release() -> None:
-        nonlocal wanted
-        wanted = True
-
+    finished = False
     with tempfile.TemporaryFile() as held:
         os.dup2(held.fileno(), 2)
         sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115 (closed below)
         try:
-            yield release
+            yield
+            finished = True
         finally:
             sys.stderr.close()
             sys.stderr = saved_stream
             os.dup2(saved, 2)
             os.close(saved)
-            if wanted:
+            if finished:
                 held.seek(0)
                 sys.stderr.write(held.read().decode(errors="replace"))
                 sys.stderr.flush()

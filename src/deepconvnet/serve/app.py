@@ -103,8 +103,8 @@ def create_app(
         openapi_url=None,
     )
     app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
-    app.add_middleware(AnswerHeaders)
     app.add_middleware(CutShortRequests)
+    app.add_middleware(AnswerHeaders)  # outermost: on every answer, the 503s above included
     _add_error_handlers(app)
     static = resources.files("deepconvnet.serve") / "static"
     app.mount("/static", WholeStaticFiles(directory=str(static)), name="static")
