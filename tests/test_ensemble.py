@@ -510,7 +510,7 @@ def test_ray_backend_writes_members_from_returned_bytes(tmp_path, capsys):
 def test_ray_backend_on_a_running_cluster_with_token_authentication(tmp_path, monkeypatch):
     """--ray-address HOST:PORT against a real ``ray start --head``: the gRPC check lets the head
     through, a driver without its token is told so in one line (Ray's 20 s of retry log held
-    back), and with the token the members train there; ``local`` still starts its own Ray."""
+    back), and with the token the members train there."""
     ray = pytest.importorskip("ray")
     if tuple(int(part) for part in ray.__version__.split(".")[:2]) < (2, 52):
         pytest.skip("token authentication came with Ray 2.52")
