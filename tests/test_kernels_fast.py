@@ -2,8 +2,8 @@
 
 float64 must agree to ~1e-12 relative (only summation order differs); float32 within a tolerance
 scaled to the reduction length. Shapes sweep the network's own layers, the first layer's C = 1,
-pad 0/1/2/3, odd and non-square sizes, stride 2 (the im2col fallback), batch 1 and batches that
-do not divide by the thread count.
+pad 0/1/2/3, odd and non-square sizes, non-square kernels and pooling windows, stride 2 (the
+im2col fallback), batch 1 and batches that do not divide by the thread count.
 """
 
 from __future__ import annotations
@@ -27,6 +27,16 @@ def to_nchw(a: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(a.transpose(0, 3, 1, 2))
 
 
+def case_id(template: str):
+    """Parametrize ids with a non-square kernel (kh, kw) written as khxkw."""
+    return lambda case: template.format(*case).replace("(", "").replace(", ", "x").replace(")", "")
+
+
+def case_seed(case: tuple) -> int:
+    """A seed per case: the sum of its numbers, a kernel pair counted as its two sides."""
+    return sum(sum(v) if isinstance(v, tuple) else v for v in case)
+
+
 def rel_err(actual: np.ndarray, expected: np.ndarray) -> float:
     assert actual.shape == expected.shape
     scale = max(float(np.abs(expected).max()), 1e-30)
@@ -44,7 +54,8 @@ def two_threads():
 def conv_both(rng, n, c, h, w, f, k, stride, pad, dtype):
     """Forward + backward through both kernels: returns (fast results, reference results, path)."""
     x = rng.standard_normal((n, c, h, w)).astype(dtype)
-    W = rng.standard_normal((f, c, k, k)).astype(dtype)
+    kh, kw = (k, k) if isinstance(k, int) else k
+    W = rng.standard_normal((f, c, kh, kw)).astype(dtype)
     b = rng.standard_normal(f).astype(dtype)
     y_ref, cache_ref = reference.conv2d_forward(x, W, b, stride, pad)
     dy = rng.standard_normal(y_ref.shape).astype(dtype)
@@ -69,12 +80,15 @@ CONV_CASES = [
     (3, 16, 9, 7, 8, 3, 2, 1),  # stride 2: fallback
     (2, 3, 11, 10, 5, 3, 2, 0),
     (3, 2, 5, 5, 3, 1, 1, 0),  # 1x1
+    (2, 6, 8, 9, 4, (3, 5), 1, 1),  # non-square kernels: im2col
+    (2, 6, 9, 7, 4, (5, 2), 1, 2),
+    (2, 4, 9, 8, 3, (1, 3), 2, 1),
 ]
 
 
-@pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: "n{}c{}h{}w{}f{}k{}s{}p{}".format(*c))
+@pytest.mark.parametrize("case", CONV_CASES, ids=case_id("n{}c{}h{}w{}f{}k{}s{}p{}"))
 def test_conv_float64_matches_reference(case):
-    rng = np.random.default_rng(sum(case))
+    rng = np.random.default_rng(case_seed(case))
     got, want, _ = conv_both(rng, *case, np.float64)
     for name, g, e in zip(("y", "dx", "dW", "db"), got, want, strict=True):
         assert g.dtype == np.float64
@@ -83,7 +97,7 @@ def test_conv_float64_matches_reference(case):
 
 def test_grid_and_fallback_paths_are_both_exercised():
     rng = np.random.default_rng(0)
-    paths = {conv_both(rng, *case, np.float64)[2] for case in CONV_CASES[:2] + CONV_CASES[-3:]}
+    paths = {conv_both(rng, *case, np.float64)[2] for case in CONV_CASES[:2] + CONV_CASES[-6:]}
     assert paths == {"grid", "col"}
 
 
@@ -114,16 +128,19 @@ POOL_CASES = [
     (3, 4, 7, 7, 3, 2, 1),
     (2, 3, 8, 8, 2, 1, 0),
     (2, 3, 9, 8, 3, 3, 0),
+    (3, 4, 8, 9, (2, 3), 2, 0),  # non-square windows
+    (2, 3, 9, 7, (3, 1), 1, 1),
 ]
 
 
-@pytest.mark.parametrize("case", POOL_CASES, ids=lambda c: "n{}c{}h{}w{}k{}s{}p{}".format(*c))
+@pytest.mark.parametrize("case", POOL_CASES, ids=case_id("n{}c{}h{}w{}k{}s{}p{}"))
 def test_pool_with_exact_ties_routes_to_first_maximum(case):
     n, c, h, w, k, stride, pad = case
-    rng = np.random.default_rng(sum(case))
+    ph, pw = (k, k) if isinstance(k, int) else k
+    rng = np.random.default_rng(case_seed(case))
     # Few distinct values (and ReLU-like zeros): most windows hold exact ties.
     x = np.maximum(rng.integers(-2, 3, (n, c, h, w)), 0).astype(np.float64)
-    y, dx, y_ref, dx_ref = pool_both(x, rng, k, k, stride, pad)
+    y, dx, y_ref, dx_ref = pool_both(x, rng, ph, pw, stride, pad)
     np.testing.assert_array_equal(y, y_ref)
     np.testing.assert_array_equal(dx, dx_ref)
 
