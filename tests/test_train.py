@@ -80,6 +80,21 @@ def test_accuracy_well_above_chance_and_evaluate_agrees(quick_run, capsys):
     assert (quick_run / "plots" / "confusion.png").is_file()
 
 
+def test_training_moves_every_parameter_array_from_its_initial_values(quick_run):
+    """A loop that left a layer unlearned (its gradients or updates lost) would still score
+    above chance, so each array is compared with the one its seed initialised."""
+    config = training.load_config(quick_run)
+    initial = training._build_model(config, load_dataset(config.dataset)).params()
+    trained = load_model(quick_run / "model.npz").params()
+    assert trained.keys() == initial.keys() and len(trained) == 16  # W1..W8, b1..b8
+    unmoved = [k for k in trained if np.allclose(trained[k], initial[k], rtol=1e-4, atol=1e-6)]
+    assert unmoved == []
+    # ...and moved from these values, not from another draw: 30 Adam steps leave each weight
+    # array close to its start (He's scale is 0.06-0.47, a step at most lr = 0.001).
+    for name in (k for k in trained if k.startswith("W")):
+        assert np.corrcoef(trained[name].ravel(), initial[name].ravel())[0, 1] > 0.9, name
+
+
 def test_model_file_round_trips_exactly(quick_run, tmp_path):
     model = load_model(quick_run / "model.npz")
     save_model(tmp_path / "again.npz", model)
@@ -354,23 +369,77 @@ def test_ctrl_c_during_the_test_evaluation_says_how_to_resume(quick_run, tmp_pat
     assert (run_dir / "results.json").is_file()
 
 
-def test_train_loss_is_the_mean_over_images_as_train_acc_is(tmp_path, monkeypatch):
-    """150 images in batches of 100: the short batch of 50 weighs half as much, not the same."""
+@pytest.fixture
+def steps(monkeypatch):
+    """Every training step as the loop makes it: (learning rate, images, labels, loss)."""
     seen = []
     real_step = training._train_step
 
     def recording_step(model, optimizer, x, t, state):
+        lr, x, t = optimizer.lr, x.copy(), t.copy()
         loss = real_step(model, optimizer, x, t, state)
-        seen.append((loss, len(t)))
+        seen.append((lr, x, t, loss))
         return loss
 
     monkeypatch.setattr(training, "_train_step", recording_step)
-    config = training.TrainConfig(train_limit=150, epochs=1, threads=1)
-    result = training.train(config, tmp_path / "run", progress=False, log=lambda line: None)
-    assert [n for _, n in seen] == [100, 50]
-    expected = sum(loss * n for loss, n in seen) / 150
+    return seen
+
+
+def train_quietly(tmp_path, **options) -> training.RunResult:
+    config = training.TrainConfig(threads=1, **options)
+    return training.train(config, tmp_path / "run", progress=False, log=lambda line: None)
+
+
+def test_train_loss_is_the_mean_over_images_as_train_acc_is(tmp_path, steps):
+    """150 images in batches of 100: the short batch of 50 weighs half as much, not the same."""
+    result = train_quietly(tmp_path, train_limit=150, epochs=1)
+    assert [len(t) for _, _, t, _ in steps] == [100, 50]
+    expected = sum(loss * len(t) for _, _, t, loss in steps) / 150
     assert result.history[0]["train_loss"] == pytest.approx(expected, rel=1e-12)
-    assert expected != pytest.approx(sum(loss for loss, _ in seen) / 2, rel=1e-6)
+    assert expected != pytest.approx(sum(loss for *_, loss in steps) / 2, rel=1e-6)
+
+
+def test_the_lr_schedule_sets_every_steps_rate_and_the_metrics_record_it(tmp_path, steps):
+    result = train_quietly(tmp_path, train_limit=200, epochs=4, lr=0.002, lr_schedule="cosine")
+    # Half a cosine over 4 epochs, one value per epoch: (1 + cos(pi * e / 4)) / 2 of the base.
+    expected = [0.002 * (1 + np.cos(np.pi * e / 4)) / 2 for e in range(4)]
+    assert [lr for lr, *_ in steps] == pytest.approx(np.repeat(expected, 2), rel=1e-12)
+    assert [r["lr"] for r in result.history] == pytest.approx(expected, rel=1e-12)
+
+
+def training_indices(batches, train_x: np.ndarray) -> list[int | None]:
+    """Which training image each batch image is, by its exact pixels (None: none of them)."""
+    from deepconvnet.data import to_float
+
+    index = {image.tobytes(): i for i, image in enumerate(to_float(train_x))}
+    assert len(index) == len(train_x)  # no two training images alike, so the lookup is exact
+    return [index.get(image.tobytes()) for x in batches for image in x]
+
+
+@pytest.mark.parametrize(
+    ("sampling", "is_permutation"), [("shuffle", True), ("replacement", False)]
+)
+def test_sampling_decides_whether_an_epoch_sees_each_image_once(
+    tmp_path, steps, sampling, is_permutation
+):
+    """``shuffle`` visits every image once per epoch; ``replacement`` (the book's Trainer) draws
+    each batch independently, so 3 epochs of 300 draws from 300 images repeat some (all but
+    certainly: the chance of none is 300! / 300**300)."""
+    config = training.TrainConfig(train_limit=300, sampling=sampling)
+    train_x = training.split_training_set(load_dataset("mnist"), config)[0]
+    train_quietly(tmp_path, train_limit=300, epochs=3, sampling=sampling)
+    sources = training_indices([x for _, x, _, _ in steps], train_x)
+    assert None not in sources
+    epochs = [sorted(sources[e * 300 : (e + 1) * 300]) for e in range(3)]
+    assert [e == list(range(300)) for e in epochs] == [is_permutation] * 3
+
+
+def test_augmentation_changes_every_training_image_the_loop_sees(tmp_path, steps):
+    config = training.TrainConfig(train_limit=300)
+    train_x = training.split_training_set(load_dataset("mnist"), config)[0]
+    train_quietly(tmp_path, train_limit=300, epochs=1, augment="rotate=15,shift=0.1")
+    assert len(steps) == 3
+    assert training_indices([x for _, x, _, _ in steps], train_x) == [None] * 300
 
 
 def test_resume_of_a_run_killed_before_its_first_checkpoint_says_what_to_do(tmp_path, capsys):
