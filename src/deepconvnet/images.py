@@ -154,13 +154,16 @@ def load_digit(
 def pixels_to_digit(pixels: Any, *, name: str = "pixels") -> np.ndarray:
     """Validate raw 28x28 pixels (white digit on black, values in [0, 1]) and use them as given.
 
-    No preprocessing: the caller promises an MNIST-style digit already. Returns float32 (28, 28).
+    No preprocessing: the caller promises an MNIST-style digit already; a blank or uniform grid
+    is refused, as a blank image is. Returns float32 (28, 28).
     """
     arr = _number_grid(pixels, name)
     if not np.isfinite(arr).all():
         raise ImageError(f"{name}: values must be finite numbers (found NaN or infinity)")
     if arr.min() < 0 or arr.max() > 1:
         raise ImageError(f"{name}: values must be in [0, 1] (found {arr.min():g} to {arr.max():g})")
+    if arr.max() - arr.min() < MIN_CONTRAST:  # as a blank image is refused, not guessed at
+        raise ImageError(f"{name}: no digit found (the pixels are blank or uniform)")
     return arr.astype(np.float32)
 
 
@@ -461,8 +464,7 @@ def _paper_level(grey: np.ndarray) -> np.ndarray:
     cell = max(1, math.ceil(max(grey.shape) / PAPER_CELLS))
     blocks = _block_means(grey, cell)
     coarse = blocks.ravel()
-    centres = [np.arange(n) * cell + (cell - 1) / 2 for n in blocks.shape]
-    terms = _quadratic_terms(centres, grey.shape)
+    terms = _quadratic_terms([_block_centres(n, cell) for n in grey.shape], grey.shape)
     design = np.stack([np.broadcast_to(t, blocks.shape).ravel() for t in terms], axis=1)
     coef = np.zeros(len(terms))
     coef[0] = np.median(coarse)
@@ -472,12 +474,29 @@ def _paper_level(grey: np.ndarray) -> np.ndarray:
         if close.sum() <= len(terms) or np.array_equal(close, inliers):
             break
         inliers = close
-        coef = np.linalg.lstsq(design[inliers], coarse[inliers], rcond=None)[0]
+        coef = _fit_surface(design[inliers], coarse[inliers])
     pixels = _quadratic_terms([np.arange(n, dtype=np.float32) for n in grey.shape], grey.shape)
     level = np.zeros(grey.shape, np.float32)
     for c, term in zip(coef.astype(np.float32), pixels, strict=True):
         level += c * term
     return level
+
+
+def _fit_surface(design: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Least-squares coefficients of the quadratic surface, leaving out (as 0) the terms the
+    cells cannot determine: a slope along an axis needs two distinct positions on it, a curve
+    three. A thin strip of an image has one or two columns of cells; fitting every term anyway
+    let the minimum-norm solution bend the paper at the strip's edges, and a blank strip was
+    read as a stroke. Should the chosen terms still be degenerate, the plane, then the constant."""
+    nx, ny = (len(np.unique(design[:, axis])) for axis in (1, 2))
+    determined = np.array([True, nx >= 2, ny >= 2, nx >= 3, nx >= 2 and ny >= 2, ny >= 3])
+    coef = np.zeros(design.shape[1])
+    for used in (determined, determined & (np.arange(6) < 3), np.arange(6) < 1):
+        fit, _, rank, _ = np.linalg.lstsq(design[:, used], values, rcond=None)
+        if rank == used.sum():
+            break
+    coef[used] = fit
+    return coef
 
 
 def _quadratic_terms(positions: list[np.ndarray], shape: tuple[int, ...]) -> list[np.ndarray]:
@@ -492,13 +511,27 @@ def _quadratic_terms(positions: list[np.ndarray], shape: tuple[int, ...]) -> lis
 
 
 def _block_means(arr: np.ndarray, cell: int) -> np.ndarray:
-    """Means of ``cell`` x ``cell`` blocks (the last row and column of blocks padded by edge)."""
+    """Means of ``cell`` x ``cell`` blocks over the pixels each holds (the last row and column of
+    blocks may be smaller)."""
     if cell == 1:
         return arr
     height, width = arr.shape
     rows, cols = -(-height // cell), -(-width // cell)
-    padded = np.pad(arr, [(0, rows * cell - height), (0, cols * cell - width)], mode="edge")
-    return padded.reshape(rows, cell, cols, cell).mean(axis=(1, 3), dtype=np.float64)
+    padded = np.pad(arr, [(0, rows * cell - height), (0, cols * cell - width)])
+    sums = padded.reshape(rows, cell, cols, cell).sum(axis=(1, 3), dtype=np.float64)
+    return sums / np.outer(_block_sizes(height, cell), _block_sizes(width, cell))
+
+
+def _block_sizes(n: int, cell: int) -> np.ndarray:
+    """How many of ``n`` pixels each block of ``cell`` holds along one axis."""
+    return np.minimum(cell, n - np.arange(0, n, cell))
+
+
+def _block_centres(n: int, cell: int) -> np.ndarray:
+    """The middle of each block's own pixels along one axis: a block cut short by the image's
+    edge is centred inside the image, so the fit never reads it as lying beyond the edge."""
+    starts = np.arange(0, n, cell)
+    return starts + (_block_sizes(n, cell) - 1) / 2
 
 
 def _erase_rules(ink: np.ndarray) -> None:
