@@ -14,7 +14,7 @@ from fixtures_data import write_idx_dir
 from PIL import Image
 
 from deepconvnet import train as training
-from deepconvnet.checkpoint import load_model, save_model
+from deepconvnet.checkpoint import load_metadata, load_model, save_model
 from deepconvnet.cli import main
 from deepconvnet.cli.common import MODEL_NAMES
 from deepconvnet.data import load_dataset
@@ -45,6 +45,7 @@ def test_run_directory_is_complete(quick_run):
     assert {"config.json", "metrics.jsonl", "model.npz", "optimizer.npz", "results.json"} <= names
     assert not [n for n in names if n.endswith(".tmp")]
 
+    assert load_metadata(quick_run / "model.npz") == {"epoch": 2, "dataset": "mnist"}
     config = json.loads((quick_run / "config.json").read_text())
     assert config["config"]["lr"] == 0.001 and config["config"]["optimizer"] == "adam"
     assert config["config"]["sampling"] == "shuffle"
@@ -696,6 +697,8 @@ def test_evaluate_tests_a_model_on_the_dataset_its_run_was_trained_on(
     fashion_2 = shutil.copytree(run_dir, tmp_path / "fashion-2")
     bare = tmp_path / "bare.npz"
     shutil.copy(quick_run / "model.npz", bare)
+    fashion_alone = tmp_path / "fashion-alone.npz"  # as train writes a Fashion-MNIST model
+    save_model(fashion_alone, load_model(bare), metadata={"epoch": 2, "dataset": "fashion-mnist"})
     garbled = tmp_path / "garbled"
     garbled.mkdir()
     shutil.copy(quick_run / "model.npz", garbled / "model.npz")
@@ -707,7 +710,8 @@ def test_evaluate_tests_a_model_on_the_dataset_its_run_was_trained_on(
         (["ensemble", "evaluate", str(run_dir), str(fashion_2), "--json"], "fashion-mnist"),
         (["evaluate", str(run_dir), "--dataset", "mnist"], "mnist"),
         (["evaluate", str(run_dir / "model.npz")], "fashion-mnist"),
-        (["evaluate", str(bare)], "mnist"),  # a model file outside a run: MNIST
+        (["evaluate", str(bare)], "mnist"),  # a model file outside its run: its own metadata
+        (["evaluate", str(fashion_alone)], "fashion-mnist"),
         (["evaluate", str(garbled)], "mnist"),  # an unreadable config.json names no dataset
     ):
         asked.clear()
@@ -718,6 +722,22 @@ def test_evaluate_tests_a_model_on_the_dataset_its_run_was_trained_on(
     assert "was trained on fashion-mnist; testing it on mnist" in capsys.readouterr().err
     assert main(["misclassified", str(run_dir), "--dataset", "mnist"]) == 0
     assert (run_dir / "plots" / "misclassified-mnist.png").is_file()
+
+
+def test_predict_refuses_a_model_trained_on_another_dataset(quick_run, tmp_path, capsys):
+    """predict prepares digits and answers with a digit: meaningless for Fashion-MNIST."""
+    model = tmp_path / "fashion.npz"
+    save_model(model, load_model(quick_run), metadata={"epoch": 2, "dataset": "fashion-mnist"})
+    image = tmp_path / "seven.png"
+    Image.fromarray(load_dataset("mnist").test_images[0]).save(image)
+    capsys.readouterr()
+    assert main(["predict", str(quick_run), str(image)]) == 0
+    assert main(["predict", str(model), str(image)]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"deepconvnet: error: {model}: trained on fashion-mnist; predict and serve read "
+        "handwritten digits, for a model trained on mnist\n"
+    )
 
 
 def test_resume_of_a_config_without_its_options_is_one_line(quick_run, tmp_path, capsys):

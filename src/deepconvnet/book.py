@@ -334,6 +334,11 @@ def import_book(
         raise DeepConvNetError(f"{path} already exists (--force replaces it)")
     params = read_book_params(pkl, arch)
     model = book_model(params, arch=arch, dtype=dtype, source=str(pkl))
-    metadata = {"source": "book", "imported_from": Path(pkl).name, "dtype": np.dtype(dtype).name}
+    metadata = {
+        "source": "book",
+        "imported_from": Path(pkl).name,
+        "dtype": np.dtype(dtype).name,
+        "dataset": "mnist",
+    }
     save_model(path, model, metadata=metadata)
     return path

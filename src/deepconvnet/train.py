@@ -323,7 +323,7 @@ def _train(config, run_dir, resume: bool, log, progress: bool, held: ExitStack) 
         )
     except KeyboardInterrupt:  # the last epoch's checkpoint is on disk: resuming evaluates
         raise TrainingInterrupted(run_dir) from None
-    _finish_run(run_dir, model, optimizer, state, test, time.perf_counter() - started)
+    _finish_run(run_dir, config, model, optimizer, state, test, time.perf_counter() - started)
     log(f"test accuracy {test['accuracy']:.4f} ({test['correct']}/{test['total']})")
     return RunResult(
         run_dir,
@@ -377,7 +377,7 @@ def _fit(config, model, optimizer, schedule, loader, val, state, run_dir, stop, 
         bar.close()
         record = _end_epoch(config, model, optimizer, val, state, epoch)
         log(_format_epoch(record, config.epochs))
-        _save_epoch(run_dir, model, optimizer, state)
+        _save_epoch(run_dir, model, optimizer, state, config.dataset)
         if stop.requested:
             raise TrainingInterrupted(run_dir)
 
@@ -742,6 +742,21 @@ def recorded_dataset(run_dir: str | Path) -> str | None:
     return name if isinstance(name, str) else None
 
 
+def trained_on(model_path: str | Path) -> str | None:
+    """The known dataset a model was trained on: named by the config.json of the run holding
+    it, else by the model file itself (one copied out of its run), else None."""
+    from deepconvnet.checkpoint import load_metadata
+    from deepconvnet.data import DATASETS
+
+    name = recorded_dataset(Path(model_path).parent)
+    if name is None:
+        try:
+            name = load_metadata(model_path).get("dataset")
+        except DeepConvNetError:  # unreadable here: loading the model says why, in one line
+            return None
+    return name if name in DATASETS else None
+
+
 def _read_config(run_dir: Path) -> dict[str, Any]:
     """config.json as a dict, or a one-line error naming the run directory or the file."""
     path = run_dir / CONFIG
@@ -802,13 +817,12 @@ def _save_checkpoint(run_dir: Path, model, optimizer, state: TrainState) -> None
     atomic_save_npz(run_dir / CHECKPOINT, _state_to_arrays(model, optimizer, state))
 
 
-def _save_epoch(run_dir: Path, model, optimizer, state: TrainState) -> None:
+def _save_epoch(run_dir: Path, model, optimizer, state: TrainState, dataset: str) -> None:
     """After each epoch: the metrics so far, the model, then the resume checkpoint."""
-    from deepconvnet.checkpoint import save_model
     from deepconvnet.plots import learning_curves
 
     atomic_write_text(run_dir / METRICS, "".join(_metrics_line(r) for r in state.history))
-    save_model(run_dir / MODEL, model, metadata={"epoch": state.epoch})
+    _save_model(run_dir, model, state, dataset)
     learning_curves(state.history, run_dir / "plots" / "learning_curves.png")
     _save_checkpoint(run_dir, model, optimizer, state)
 
@@ -906,10 +920,15 @@ def _decode_state(path: Path, arrays: dict[str, np.ndarray]) -> TrainState:
     return TrainState(**data)
 
 
-def _finish_run(run_dir: Path, model, optimizer, state: TrainState, test: dict, seconds: float):
+def _save_model(run_dir: Path, model, state: TrainState, dataset: str) -> None:
+    """model.npz, naming its dataset: a copy taken out of the run is still tested on it."""
     from deepconvnet.checkpoint import save_model
 
-    save_model(run_dir / MODEL, model, metadata={"epoch": state.epoch})
+    save_model(run_dir / MODEL, model, metadata={"epoch": state.epoch, "dataset": dataset})
+
+
+def _finish_run(run_dir: Path, config, model, optimizer, state: TrainState, test, seconds: float):
+    _save_model(run_dir, model, state, config.dataset)
     atomic_save_npz(run_dir / OPTIMIZER, optimizer.state_dict())
     results = {
         "test_accuracy": test["accuracy"],

@@ -194,9 +194,10 @@ def check_run_has_finished(run_dir: Path) -> None:
 
 
 def load_test_dataset(args: argparse.Namespace, model_path: Path):
-    """The dataset to test a model on: ``--dataset``, else the one its run was trained on (the
-    run's config.json beside its model.npz), else MNIST."""
+    """The dataset to test a model on: ``--dataset``, else the one it was trained on (its run's
+    config.json, else its own metadata), else MNIST."""
     from deepconvnet.data import load_dataset
+    from deepconvnet.train import trained_on
 
     return load_dataset(args.dataset or trained_on(model_path) or "mnist", args.data_dir)
 
@@ -205,6 +206,8 @@ def figure_beside(model_path: Path, stem: str, dataset_name: str) -> Path:
     """``plots/STEM.png`` beside the model for its own dataset; ``plots/STEM-DATASET.png`` for
     another (``--dataset``), with a note: scoring a Fashion-MNIST run on digits must neither pass
     unremarked nor replace the run's own figure."""
+    from deepconvnet.train import trained_on
+
     own = trained_on(model_path) or "mnist"
     if dataset_name == own:
         return model_path.parent / "plots" / f"{stem}.png"
@@ -213,15 +216,6 @@ def figure_beside(model_path: Path, stem: str, dataset_name: str) -> Path:
         file=sys.stderr,
     )
     return model_path.parent / "plots" / f"{stem}-{dataset_name}.png"
-
-
-def trained_on(model_path: Path) -> str | None:
-    """The dataset named by the config.json of the run holding ``model_path``, if any."""
-    from deepconvnet.data import DATASETS
-    from deepconvnet.train import recorded_dataset
-
-    name = recorded_dataset(model_path.parent)
-    return name if name in DATASETS else None
 
 
 def check_fits_test_images(model, model_path: Path, dataset) -> None:

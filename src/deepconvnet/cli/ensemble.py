@@ -13,7 +13,6 @@ from deepconvnet.cli.common import (
     load_test_dataset,
     nonempty_path,
     positive_int,
-    trained_on,
 )
 from deepconvnet.cli.train import (
     add_train_options,
@@ -204,6 +203,7 @@ def _check_one_training_set(models: list[Path]) -> None:
     """Refuse members trained on different datasets (without --dataset, the one to test them
     on): a one-line error, not a test whose dataset depends on the order of the members."""
     from deepconvnet.errors import DeepConvNetError
+    from deepconvnet.train import trained_on
 
     datasets = {path: trained_on(path) or "mnist" for path in models}
     if len(set(datasets.values())) > 1:

@@ -38,9 +38,21 @@ class DigitClassifier:
 
     @classmethod
     def from_path(cls, path: str | os.PathLike) -> DigitClassifier:
-        """Load ``RUN_DIR`` or ``model.npz`` (raises a one-line CheckpointError if unusable)."""
+        """Load ``RUN_DIR`` or ``model.npz`` (raises a one-line CheckpointError if unusable).
+
+        A model trained on another dataset is refused: images are prepared as MNIST's digits
+        were, and the answer is a digit, so a Fashion-MNIST model's would be meaningless."""
+        from deepconvnet.train import trained_on
+
         model_path = resolve_model_path(path)
-        return cls(load_model(model_path), name=str(model_path))
+        model = load_model(model_path)
+        dataset = trained_on(model_path)
+        if dataset not in (None, "mnist"):
+            raise CheckpointError(
+                f"{model_path}: trained on {dataset}; predict and serve read handwritten digits, "
+                "for a model trained on mnist"
+            )
+        return cls(model, name=str(model_path))
 
     def probabilities(self, digits: np.ndarray) -> np.ndarray:
         """(N, 28, 28) -> float64 (N, classes), rows summing to 1."""
