@@ -209,6 +209,50 @@ def test_unwritable_output_directory(tmp_path, model_file, capsys):
     assert leftovers(tmp_path) == []
 
 
+@pytest.mark.parametrize(
+    ("command", "out", "message"),
+    [
+        (
+            ["misclassified", "MODEL"],
+            "dir",
+            "argument --out: {dir} is a directory (expected FILE.png)",
+        ),
+        (
+            ["misclassified", "MODEL"],
+            "fig.jpg",
+            "expected a file name ending in .png, got '{dir}/fig.jpg'",
+        ),
+        (["augment-preview"], "dir", "argument --out: {dir} is a directory (expected FILE.png)"),
+        (["augment-preview"], "notes.txt", "ending in .png, got '{dir}/notes.txt'"),
+        (["visualize", "MODEL"], "file", "argument --out: {file} is a file, not a directory"),
+        (["experiment", "depth", "--quick"], "file", "argument --out: {file} is a file, not a dir"),
+        (["ensemble", "train"], "file", "argument --out: {file} is a file, not a directory"),
+    ],
+)
+def test_an_output_of_the_wrong_kind_is_refused_before_any_work(
+    command, out, message, tmp_path, model_file, monkeypatch, capsys
+):
+    """misclassified --out DIR tested the whole test set (9 s) before it said "Is a directory";
+    --out fig.jpg wrote PNG bytes under that name."""
+    import deepconvnet.data
+
+    def no_data(*args, **kwargs):
+        raise AssertionError("the data was loaded before the output was checked")
+
+    monkeypatch.setattr(deepconvnet.data, "load_dataset", no_data)
+    places = {"dir": tmp_path, "file": tmp_path / "a-file"}
+    places["file"].write_text("kept")
+    target = places.get(out, tmp_path / out)
+    argv = [model_file if a == "MODEL" else a for a in command]
+    with pytest.raises(SystemExit) as exit_info:  # a usage error, as argparse exits
+        raise SystemExit(main([str(a) for a in [*argv, "--out", target]]))
+    code, err = exit_info.value.code, capsys.readouterr().err.strip()
+    expected = message.format(dir=tmp_path, file=places["file"])
+    assert_one_line_error(code, err, expected)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
+    assert places["file"].read_text() == "kept"
+
+
 @pytest.mark.mnist
 def test_train_into_a_dangling_symlink_names_it(tmp_path, capsys):
     """It said the directory "was taken by another run as this one started"."""

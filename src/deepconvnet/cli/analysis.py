@@ -13,6 +13,7 @@ from deepconvnet.cli.common import (
     add_model_argument,
     add_threads_option,
     check_fits_test_images,
+    dir_path,
     figure_beside,
     int_up_to,
     load_test_dataset,
@@ -20,6 +21,7 @@ from deepconvnet.cli.common import (
     nonempty_path,
     nonnegative_int,
     plot_or_warn,
+    png_path,
     positive_int,
 )
 from deepconvnet.cli.train import given_options, leave_out_defaults, refuse_with_resume
@@ -49,7 +51,7 @@ def _register_misclassified(sub: argparse._SubParsersAction) -> None:
     add_model_argument(parser)
     parser.add_argument(
         "--out",
-        type=nonempty_path,
+        type=png_path,
         default=None,
         metavar="FILE.png",
         help="the figure (default: plots/misclassified.png beside the model; "
@@ -127,7 +129,7 @@ def _register_visualize(sub: argparse._SubParsersAction) -> None:
     )
     add_model_argument(parser)
     parser.add_argument(
-        "--out", type=nonempty_path, required=True, metavar="DIR", help="directory for the figures"
+        "--out", type=dir_path, required=True, metavar="DIR", help="directory for the figures"
     )
     parser.add_argument(
         "--index", type=nonnegative_int, default=0, metavar="I", help="test image (default 0)"
@@ -222,7 +224,7 @@ def _register_experiment(sub: argparse._SubParsersAction) -> None:
     )
     depth.add_argument(
         "--out",
-        type=nonempty_path,
+        type=dir_path,
         default=None,
         metavar="DIR",
         help="where the table, plot and runs go (default: runs/depth-<timestamp>)",

@@ -7,8 +7,8 @@ import argparse
 from deepconvnet.cli.common import (
     add_data_options,
     int_up_to,
-    nonempty_path,
     nonnegative_int,
+    png_path,
     warn_if_flipping_digits,
 )
 
@@ -32,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--out",
-        type=nonempty_path,
+        type=png_path,
         required=True,
         metavar="FILE.png",
         help="where to write the PNG",

@@ -62,6 +62,24 @@ def nonempty_path(text: str) -> str:
     return text
 
 
+def png_path(text: str) -> str:
+    """Where to write a figure: a name ending in .png (the figure is a PNG whatever the name
+    says) that is not a directory, refused before the work that would draw it."""
+    path = Path(nonempty_path(text))
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a directory (expected FILE.png)")
+    if path.suffix.lower() != ".png":
+        raise argparse.ArgumentTypeError(f"expected a file name ending in .png, got {text!r}")
+    return text
+
+
+def dir_path(text: str) -> str:
+    """Where to write a directory of outputs: refused before any work if a file is there."""
+    if Path(nonempty_path(text)).exists() and not Path(text).is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a file, not a directory")
+    return text
+
+
 def plot_or_warn(draw: Callable[[], Path], what: str) -> Path | None:
     """Draw a figure that is a by-product of a report (written beside the model by default): a
     model in a read-only place still gets its report, with a warning instead of the figure."""

@@ -10,6 +10,7 @@ from pathlib import Path
 from deepconvnet.cli.common import (
     add_data_options,
     add_threads_option,
+    dir_path,
     load_test_dataset,
     nonempty_path,
     positive_int,
@@ -54,7 +55,7 @@ def _register_train(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--members", type=positive_int, default=5, help="members (default: 5)")
     parser.add_argument(
         "--out",
-        type=nonempty_path,
+        type=dir_path,
         default=None,
         metavar="DIR",
         help="ensemble directory (required unless --resume)",

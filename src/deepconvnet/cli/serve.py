@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from deepconvnet.cli.common import add_model_argument, nonempty_path, positive_int
+from deepconvnet.cli.common import add_model_argument, dir_path, nonempty_path, positive_int
 
 ARCHITECTURES = ("deepconvnet",)
 
@@ -47,7 +47,7 @@ def _register_predict(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--save-preprocessed",
-        type=nonempty_path,
+        type=dir_path,
         metavar="DIR",
         default=None,
         help="write the 28x28 images the network saw to DIR as PNG",
