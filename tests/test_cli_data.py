@@ -79,6 +79,19 @@ def test_bad_data_dir_is_one_line_exit_2(tiny_as_mnist, capsys, tmp_path):
     assert err.startswith(f"deepconvnet: error: {empty}: no train-images-idx3-ubyte[.gz]")
 
 
+def test_a_data_dir_that_is_a_file_or_missing_is_named_as_such(tmp_path, capsys):
+    """It said "no train-images-idx3-ubyte[.gz]", as if the directory were there but empty."""
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    for path, what in ((afile, "not a directory"), (tmp_path / "gone", "no such directory")):
+        assert main(["data", "--data-dir", str(path)]) == 2
+        err = capsys.readouterr().err
+        assert err == (
+            f"deepconvnet: error: {path}: {what} "
+            "(need a directory of the four standard IDX files)\n"
+        )
+
+
 def test_an_empty_data_dir_is_refused_not_read_as_the_current_directory(tiny_as_mnist, capsys):
     with pytest.raises(SystemExit) as excinfo:
         main(["data", "--data-dir", ""])

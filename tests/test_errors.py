@@ -254,6 +254,33 @@ def test_an_output_of_the_wrong_kind_is_refused_before_any_work(
 
 
 @pytest.mark.mnist
+def test_files_of_the_wrong_kind_are_named_for_what_they_are(tmp_path, model_file, capsys):
+    """Each used to get a message about the wrong thing: a training checkpoint as a model was
+    "missing array '0.W'", a PNG as the book's pickle "a pickle with persistent references", a
+    file given to --resume "afile/config.json: unreadable ([Errno 20] Not a directory)", and
+    predict on a run stopped before its first epoch "no such checkpoint file"."""
+    image = tmp_path / "seven.png"
+    Image.new("L", (28, 28), 0).save(image)
+    unstarted = tmp_path / "unstarted"
+    unstarted.mkdir()
+    (unstarted / "config.json").write_text(json.dumps({"config": asdict(TrainConfig())}))
+    atomic_save_npz(
+        unstarted / "checkpoint.npz", {"__state__": json_to_array(asdict(TrainState()))}
+    )
+    cases = [
+        (["evaluate", unstarted / "checkpoint.npz"], "a training checkpoint (what --resume reads)"),
+        (["import-book", image, "--out", tmp_path / "book"], f"{image}: not a pickle of protocol"),
+        (["train", "--resume", image], f"{image}: not a run directory (a file)"),
+        (["predict", unstarted, image], f"{unstarted}: training stopped before its first epoch"),
+        (["serve", unstarted], f"{unstarted}: training stopped before its first epoch"),
+    ]
+    for argv, words in cases:
+        code, err = run_cli(argv, capsys)
+        assert_one_line_error(code, err, words)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["seven.png", "unstarted"]
+
+
+@pytest.mark.mnist
 def test_train_into_a_dangling_symlink_names_it(tmp_path, capsys):
     """It said the directory "was taken by another run as this one started"."""
     link = tmp_path / "out"

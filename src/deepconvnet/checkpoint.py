@@ -21,6 +21,7 @@ from deepconvnet.models import Sequential, default_backend
 MODEL_FILE = "model.npz"
 SPEC_KEY = "__spec__"
 META_KEY = "__meta__"
+STATE_KEY = "__state__"  # a training checkpoint's resume state (train.py), absent from a model
 
 
 def resolve_model_path(path: str | os.PathLike) -> Path:
@@ -120,6 +121,11 @@ def load_model(
     ``backend`` (default: the fast kernels when they load, as for a model that is built)."""
     path = resolve_model_path(path)
     arrays = read_arrays(path)
+    if STATE_KEY in arrays:  # its arrays are named model/..., so it would be "missing '0.W'"
+        raise CheckpointError(
+            f"{path}: a training checkpoint (what --resume reads), not a model file; "
+            "give its run directory or its model.npz"
+        )
     spec = decode_entry(path, arrays, SPEC_KEY)
     try:
         model = Sequential.from_spec(  # every array is overwritten below

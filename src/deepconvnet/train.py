@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from deepconvnet import __version__
+from deepconvnet.checkpoint import STATE_KEY
 from deepconvnet.errors import CheckpointError, DeepConvNetError, Interrupted
 from deepconvnet.fileio import (
     atomic_save_npz,
@@ -295,7 +296,8 @@ def _train(config, run_dir, resume: bool, log, progress: bool, held: ExitStack) 
             held.enter_context(hold_dir(run_dir))
         log(
             f"training {config.model} ({model.num_params():,} parameters) on "
-            f"{len(train_t):,} images for {config.epochs} epochs, batch {config.batch_size}, "
+            f"{len(train_t):,} images for {config.epochs} epoch{'s' * (config.epochs != 1)}, "
+            f"batch {config.batch_size}, "
             f"{config.optimizer} lr {config.lr}, {threads} thread(s) -> {run_dir}"
         )
         if not resume:
@@ -764,6 +766,8 @@ def _read_config(run_dir: Path) -> dict[str, Any]:
         data = json.loads(path.read_text())
     except FileNotFoundError:
         raise DeepConvNetError(f"{run_dir}: not a run directory (no {CONFIG})") from None
+    except NotADirectoryError:
+        raise DeepConvNetError(f"{run_dir}: not a run directory (a file)") from None
     except (OSError, ValueError, RecursionError) as exc:
         raise DeepConvNetError(f"{path}: unreadable ({exc})") from exc
     if not isinstance(data, dict):
@@ -808,7 +812,7 @@ def _state_to_arrays(model, optimizer, state: TrainState) -> dict[str, np.ndarra
     state.rng_state = model.rng.bit_generator.state
     arrays = {f"model/{k}": v for k, v in {**model.params(), **model.buffers()}.items()}
     arrays.update({f"optim/{k}": v for k, v in optimizer.state_dict().items()})
-    arrays["__state__"] = json_to_array(asdict(state))
+    arrays[STATE_KEY] = json_to_array(asdict(state))
     arrays["__spec__"] = json_to_array(model.spec())
     return arrays
 
@@ -901,7 +905,7 @@ def _decode_state(path: Path, arrays: dict[str, np.ndarray]) -> TrainState:
     """The TrainState saved in ``__state__``: exactly its fields, each of its default's type."""
     from deepconvnet.checkpoint import decode_entry
 
-    data = decode_entry(path, arrays, "__state__", TRAINING_CHECKPOINT)
+    data = decode_entry(path, arrays, STATE_KEY, TRAINING_CHECKPOINT)
     expected = {f.name: f for f in fields(TrainState)}
     if not isinstance(data, dict):
         raise CheckpointError(f"{path}: __state__ is a {type(data).__name__}, not a training state")

@@ -5,8 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
-from deepconvnet.cli.common import add_model_argument, dir_path, nonempty_path, positive_int
+from deepconvnet.cli.common import (
+    add_model_argument,
+    check_run_has_finished,
+    dir_path,
+    nonempty_path,
+    positive_int,
+)
 
 ARCHITECTURES = ("deepconvnet",)
 
@@ -58,6 +65,7 @@ def _register_predict(sub: argparse._SubParsersAction) -> None:
 def run_predict(args: argparse.Namespace) -> int:
     from deepconvnet.serve import DigitClassifier, predict_files
 
+    check_run_has_finished(Path(args.model))
     classifier = DigitClassifier.from_path(args.model)
     predictions = predict_files(classifier, args.images, save_dir=args.save_preprocessed)
     if args.json:
@@ -118,6 +126,7 @@ def run_serve(args: argparse.Namespace) -> int:
     from deepconvnet.serve import DigitClassifier
     from deepconvnet.serve.app import LOOPBACK, listen_socket, serve, socket_url
 
+    check_run_has_finished(Path(args.model))
     classifier = DigitClassifier.from_path(args.model)
     sock = listen_socket(args.host, args.port)  # a port in use is refused before any announcement
     if args.host not in (LOOPBACK, "localhost", "::1"):

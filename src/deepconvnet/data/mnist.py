@@ -324,6 +324,9 @@ def _serve(
 
 def _read_idx_dir(directory: Path, spec: DatasetSpec, *, required: bool):
     """The four IDX files of ``directory`` (raw or .gz), or None when absent and not required."""
+    if required and not directory.is_dir():
+        what = "no such directory" if not directory.exists() else "not a directory"
+        raise DataError(f"{directory}: {what} (need a directory of the four standard IDX files)")
     paths = {}
     for key, stem in IDX_FILES.items():
         found = [p for p in (directory / stem, directory / f"{stem}.gz") if p.is_file()]
