@@ -11,7 +11,13 @@ from fixtures_data import tiny  # noqa: F401  (pytest fixture)
 from PIL import Image
 
 from deepconvnet import __version__
-from deepconvnet.analysis import feature_maps, first_conv_weights, misclassified
+from deepconvnet.analysis import (
+    evaluate_predictions,
+    feature_maps,
+    first_conv_weights,
+    format_confusion,
+    misclassified,
+)
 from deepconvnet.checkpoint import load_model, save_model
 from deepconvnet.cli import main
 from deepconvnet.errors import DeepConvNetError, Interrupted
@@ -37,6 +43,21 @@ from deepconvnet.plots import (
     filters_grid,
     misclassified_grid,
 )
+
+
+def test_confusion_rows_are_true_labels_and_per_class_accuracy_is_recall():
+    """Five 0s (two called 1), one 1, two 2s (one called 0): per-class accuracy is each true
+    class's share predicted right, so 3/5, 1/1, 1/2, and class 3's absent row is NaN-free 0."""
+    labels = np.array([0, 0, 0, 0, 0, 1, 2, 2])
+    predicted = np.array([0, 1, 0, 1, 0, 1, 0, 2])
+    report = evaluate_predictions(predicted, labels, num_classes=4)
+    assert report["confusion"] == [[3, 2, 0, 0], [0, 1, 0, 0], [1, 0, 1, 0], [0, 0, 0, 0]]
+    assert report["per_class"] == pytest.approx([0.6, 1.0, 0.5, 0.0])
+    assert (report["correct"], report["total"], report["accuracy"]) == (5, 8, 5 / 8)
+    table = format_confusion(report["confusion"], ["0", "1", "2", "3"]).splitlines()
+    assert table[1].split() == ["0", "3", "2", "0", "0", "0.6000"]
+    assert table[3].split() == ["2", "1", "0", "1", "0", "0.5000"]
+    assert table[4].split() == ["3", "0", "0", "0", "0", "-"]
 
 
 def png_size(path) -> tuple[int, int]:

@@ -12,7 +12,14 @@ def test_summary_json(capsys):
     assert main(["summary", "--json", "--compare-filters"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["params"] == 123552
-    assert out["macs"] == sum(r["macs"] for r in out["layers"])
+    # Figure 8-1 by hand: a 3x3 convolution makes C_in * 9 multiply-adds per output value
+    # (C_out x H x W of them), an affine layer in x out; pooling, ReLU and dropout none.
+    convs = [(1, 16, 28), (16, 16, 28), (16, 32, 14), (32, 32, 16), (32, 64, 8), (64, 64, 8)]
+    by_hand = [c_in * 9 * c_out * side * side for c_in, c_out, side in convs]
+    by_hand += [64 * 4 * 4 * 50, 50 * 10]
+    assert [r["macs"] for r in out["layers"] if r["macs"]] == by_hand
+    assert out["macs"] == sum(by_hand) == 8_772_340
+    assert [r["receptive_field"] for r in out["layers"] if r["type"] == "MaxPooling"] == [6, 16, 36]
     rows = out["compare_filters"]
     assert [(r["receptive_field"], r["stacked_weights"], r["single_weights"]) for r in rows] == [
         (3, 9, 9),

@@ -81,8 +81,12 @@ def _on_one_line(message: object) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args, unknown = parser.parse_known_args(argv)
+    try:  # building the parser imports every command module: Ctrl-C may land there
+        parser = build_parser()
+        args, unknown = parser.parse_known_args(argv)
+    except KeyboardInterrupt:
+        print("deepconvnet: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     if unknown:
         command = getattr(args, "command_parser", parser)
         command.error(f"unrecognized arguments: {' '.join(unknown)}")

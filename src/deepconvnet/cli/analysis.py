@@ -135,7 +135,12 @@ def _register_visualize(sub: argparse._SubParsersAction) -> None:
         "--index", type=nonnegative_int, default=0, metavar="I", help="test image (default 0)"
     )
     parser.add_argument(
-        "--channels", type=positive_int, default=8, metavar="N", help="channels per stage (8)"
+        "--channels",
+        type=positive_int,
+        default=8,
+        metavar="N",
+        help="channels per stage (default 8; a stage with fewer shows all of its own, and "
+        "more than the widest stage's are not drawn)",
     )
     add_data_options(parser, tests_a_model=True)
     add_threads_option(parser)
@@ -216,11 +221,13 @@ def _register_experiment(sub: argparse._SubParsersAction) -> None:
         "--epochs",
         default=None,
         metavar="E[,E,...]",
-        help="epochs for all sizes, or one per size (default: about 60,000 images per cell, "
-        "4 to 30 epochs: 30,12,4)",
+        help="epochs for all sizes, or one per size (default: 60,000 / size, kept within 4 to "
+        "30 epochs: 30,12,4 for the default sizes)",
     )
     depth.add_argument(
-        "--quick", action="store_true", help="sizes 500,2000 and 3 epochs: a smoke run"
+        "--quick",
+        action="store_true",
+        help="a smoke run: sizes 500,2000 and 3 epochs (--sizes and --epochs still override)",
     )
     depth.add_argument(
         "--out",

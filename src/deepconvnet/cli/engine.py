@@ -38,7 +38,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--json",
         action="store_true",
         help='print {"name", "input_shape", "params", "macs", "layers": [{"name", "type", '
-        '"output_shape", "params", "receptive_field", "macs"}, ...]}',
+        '"output_shape", "params", "receptive_field", "macs"}, ...]}; with --compare-filters '
+        'also "compare_filters": [{"layers", "receptive_field", "stacked_weights", '
+        '"single_filter", "single_weights", "ratio"}, ...]',
     )
     summary.add_argument(
         "--compare-filters",
