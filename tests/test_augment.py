@@ -16,6 +16,7 @@ from deepconvnet.data.augment import (
     PRESETS,
     Compose,
     Elastic,
+    RandomAffine,
     RandomCrop,
     RandomErasing,
     RandomFlip,
@@ -23,6 +24,7 @@ from deepconvnet.data.augment import (
     affine_matrices,
     augmented_variants,
     gaussian_matrix,
+    identity_grid,
     parse_augment,
     sample,
     sample_reference,
@@ -197,6 +199,46 @@ def test_elastic_moves_pixels_by_about_simards_amount():
     assert not np.allclose(out, x, atol=1e-3)
     # A smooth field: neighbouring displacements nearly equal, so mass is roughly conserved.
     assert out.sum() == pytest.approx(x.sum(), rel=0.1)
+
+
+@pytest.mark.parametrize(("alpha", "sigma"), [(34.0, 4.0), (8.0, 2.0)])
+def test_elastic_displacements_have_the_size_simards_definition_gives(alpha, sigma):
+    """Uniform [-1, 1] noise (variance 1/3) smoothed by a 2-D Gaussian of width sigma keeps
+    1 / (4 pi sigma^2) of its variance, so away from the edges each axis moves by
+    alpha * sqrt(1/3) / (2 sqrt(pi) sigma) pixels rms: 1.38 for Simard's 34 and 4."""
+    n, side = 200, 64
+    moved = Elastic(alpha, sigma).coordinates(np.random.default_rng(0), n, side, side)
+    grid = identity_grid(n, side, side)[:, :2].transpose(1, 0, 2).reshape(2, n, side, side)
+    inner = (moved - grid)[:, :, 16:48, 16:48]
+    rms = np.sqrt((inner**2).mean(axis=(1, 2, 3)))
+    expected = alpha * np.sqrt(1 / 3) / (2 * np.sqrt(np.pi) * sigma)
+    assert rms == pytest.approx([expected, expected], rel=0.05)
+
+
+def forward_maps(augment: str, n: int = 20_000) -> np.ndarray:
+    """The input -> output maps (n, 3, 3) that ``augment``'s one RandomAffine draws on 28x28."""
+    (affine,) = parse_augment(augment).transform.transforms
+    assert isinstance(affine, RandomAffine)
+    return np.linalg.inv(affine.matrices(np.random.default_rng(0), n, 28, 28))
+
+
+def test_affine_draws_span_exactly_the_ranges_the_spec_gives():
+    """rotate=DEG is +-DEG degrees, shift=F is +-F of the image (28 px: +-2.8), scale=F a zoom
+    in [1 - F, 1 + F], shear=DEG +-DEG degrees: each uniform over its range."""
+    angles = np.degrees(np.arctan2(*forward_maps("rotate=15")[:, [1, 0], 0].T))
+    shifts = forward_maps("shift=0.1")[:, :2, 2]
+    zooms = forward_maps("scale=0.15")[:, 0, 0]
+    shears = np.degrees(np.arctan(forward_maps("shear=10")[:, 1, 0]))
+    for values, low, high in [
+        (angles, -15, 15),
+        (shifts[:, 0], -2.8, 2.8),
+        (shifts[:, 1], -2.8, 2.8),
+        (zooms, 0.85, 1.15),
+        (shears, -10, 10),
+    ]:
+        assert low <= values.min() < low + 0.01 * (high - low)
+        assert high - 0.01 * (high - low) < values.max() <= high
+        assert values.std() == pytest.approx((high - low) / np.sqrt(12), rel=0.02)  # uniform
 
 
 def test_random_erasing_blanks_one_rectangle_per_chosen_image():

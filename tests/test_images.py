@@ -178,6 +178,29 @@ def test_non_images_truncated_and_empty_files_are_image_errors(tmp_path):
         assert message.startswith(f"{path}: ") and words in message and "\n" not in message
 
 
+@pytest.mark.parametrize(
+    ("orientation", "upright"),
+    [
+        (1, lambda a: a),
+        (3, lambda a: np.rot90(a, 2)),
+        (6, lambda a: np.rot90(a, -1)),
+        (8, lambda a: np.rot90(a, 1)),
+        (2, np.fliplr),
+    ],
+)
+def test_exif_orientation_is_applied_as_a_phone_records_it(orientation, upright):
+    """A phone stores the sensor's pixels and an EXIF tag saying how to turn them (6: a
+    quarter turn clockwise); a digit read as stored would lie on its side."""
+    stored = np.zeros((30, 20), np.uint8)
+    stored[2:6, 3:15] = 255  # an asymmetric mark: top left, wider than tall
+    stored[10:28, 3:5] = 128
+    image = Image.fromarray(stored)
+    exif = image.getexif()
+    exif[0x0112] = orientation  # Orientation
+    read = read_image(encode(image, "PNG", exif=exif))
+    np.testing.assert_array_equal(read, upright(stored).astype(np.float32) / 255)
+
+
 @pytest.mark.parametrize("size", [(40, 40), (5000, 1), (1, 5000), (10, 300), (300, 10)])
 def test_blank_images_have_no_digit(size):
     """Thin strips too: cells cut short by the edge, or one or two columns of them, once bent
