@@ -65,7 +65,10 @@ def test_state_dict_round_trip_continues_identically(rng, name):
     a = build_optimizer(name, lr=0.05, weight_decay=0.01)
     a.step(params, grads[0])
     b = build_optimizer(name, lr=0.5)
+    for hyperparameter in b.hyperparameters:  # the state must carry them, not the defaults
+        setattr(b, hyperparameter, 0.5)
     b.load_state_dict(a.state_dict())
+    assert [getattr(b, h) for h in b.hyperparameters] == [getattr(a, h) for h in a.hyperparameters]
     pa, pb = {"w": params["w"].copy()}, {"w": params["w"].copy()}
     for g in grads[1:]:
         a.step(pa, g)
@@ -100,6 +103,23 @@ def test_updates_in_place_and_weight_decay_only_on_weights():
     assert W is ref
     np.testing.assert_array_equal(W, np.full((2, 2), 0.95))
     np.testing.assert_array_equal(b, np.ones(2))
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_weight_decay_is_the_l2_gradient_added_to_weights_only(rng, name):
+    """weight_decay=L steps as the gradient g + L * W would (the book's L2 term, lambda * W),
+    for every optimizer; biases (1-D) take g alone."""
+    W, b = rng.standard_normal((3, 2)), rng.standard_normal(2)
+    grads = [{"W": rng.standard_normal((3, 2)), "b": rng.standard_normal(2)} for _ in range(3)]
+    decayed = {"W": W.copy(), "b": b.copy()}
+    by_hand = {"W": W.copy(), "b": b.copy()}
+    with_decay, without = build_optimizer(name, lr=LR, weight_decay=0.3), build_optimizer(name, LR)
+    for g in grads:
+        with_decay.step(decayed, g)
+        without.step(by_hand, {"W": g["W"] + 0.3 * by_hand["W"], "b": g["b"]})
+    np.testing.assert_allclose(decayed["W"], by_hand["W"], rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(decayed["b"], by_hand["b"], rtol=1e-13, atol=1e-15)
+    assert not np.allclose(decayed["W"], W)
 
 
 def test_lr_settable_and_unknown_name():
