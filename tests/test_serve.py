@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import re
 import signal
 import socket
 import subprocess
@@ -104,6 +105,21 @@ def test_predict_uploaded_image_matches_the_cli_preprocessing(client, classifier
     np.testing.assert_allclose(answer["probabilities"], expected, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(np.array(answer["input"]), digit, atol=5e-5)
     assert sum(answer["probabilities"]) == pytest.approx(1.0)
+
+
+def test_a_model_whose_outputs_overflow_answers_500_naming_the_model(tmp_path):
+    """Finite weights whose products overflow float32: the server's fault, not the client's
+    (a 500 with the model named, never NaN probabilities in a 200)."""
+    model = build_model("deepconvnet", rng=np.random.default_rng(7))
+    last = [p for name, p in model.params().items() if name.endswith("W")][-1]
+    last[...] = 3e38
+    path = tmp_path / "overflowing.npz"
+    save_model(path, model)
+    app = create_app(DigitClassifier.from_path(path), max_body_bytes=BODY_LIMIT)
+    with running_server(app) as url, httpx.Client(base_url=url, timeout=10) as client:
+        response = client.post("/api/predict", json={"pixels": mnist_like_pixels().tolist()})
+    assert response.status_code == 500
+    assert response.json() == {"error": f"{path}: the model's outputs are not finite numbers"}
 
 
 def test_predict_raw_pixels_are_used_as_given(client, classifier):
@@ -385,12 +401,21 @@ def test_connections_over_the_cap_are_answered_503_not_left_to_hang(classifier):
         stalled = [_stalled_request(url)]
         assert http.get("/healthz").status_code == 200  # 2 connections of 3
         stalled += [_stalled_request(url) for _ in range(2)]
-        time.sleep(0.2)  # let the server take the connections in
-        assert http.get("/healthz").status_code == 503
+        # The server takes the connections in, and later sees them closed, in its own time.
+        assert _status_becomes(http, 503)
         for connection in stalled:
             connection.close()
-        time.sleep(0.2)
-        assert http.get("/healthz").status_code == 200
+        assert _status_becomes(http, 200)
+
+
+def _status_becomes(http: httpx.Client, status: int, within_s: float = 10.0) -> bool:
+    """Whether GET /healthz answers ``status`` within ``within_s`` seconds (polled)."""
+    deadline = time.monotonic() + within_s
+    while http.get("/healthz").status_code != status:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 def test_ctrl_c_stops_the_server_though_an_upload_is_half_sent(model_path):
@@ -414,14 +439,17 @@ def test_ctrl_c_stops_the_server_though_an_upload_is_half_sent(model_path):
             client.sendall(b"Content-Type: application/json\r\n\r\n{")
         time.sleep(0.3)
         gone.close()
-        time.sleep(0.3)
+        time.sleep(1.0)  # for the server to see the disconnect (nothing outside can tell when)
         stopped = time.monotonic()
         server.send_signal(signal.SIGINT)
         assert server.wait(timeout=30) == 130
         assert time.monotonic() - stopped < SHUTDOWN_GRACE_S + 5
-        assert server.stderr.read() == (  # no uvicorn lifecycle lines, no traceback
-            "ERROR:    Cancel 1 running task(s), timeout graceful shutdown exceeded\n"
-            "deepconvnet: interrupted\n"
+        # No uvicorn lifecycle lines and no traceback. On a loaded machine the gone client's
+        # task may still be open at the signal, and is cancelled with the upload's: 2 tasks.
+        assert re.fullmatch(
+            r"ERROR:    Cancel [12] running task\(s\), timeout graceful shutdown exceeded\n"
+            r"deepconvnet: interrupted\n",
+            server.stderr.read(),
         )
         upload.settimeout(5)
         assert upload.recv(4096).startswith(b"HTTP/1.1 503 ")  # the upload is told, not dropped
