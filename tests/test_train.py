@@ -217,6 +217,12 @@ def test_float64_run_trains_the_same_network_in_float64(tmp_path):
     [
         (["--train-limit", "100", "--val", "200"], "leaves no training images"),
         (["--data-dir", "/nonexistent/mnist"], "/nonexistent/mnist"),
+        # BatchNorm over one image is degenerate (a test accuracy of 9% at --batch-size 1).
+        (["--model", "deepconvnet-bn", "--batch-size", "1"], "BatchNorm needs batches of 2"),
+        (
+            ["--model", "deepconvnet-bn", "--train-limit", "501"],
+            "501 training images in batches of 100 leave a last batch of 1; BatchNorm needs 2",
+        ),
     ],
 )
 def test_a_start_refused_leaves_no_directory(options, message, tmp_path, capsys):

@@ -279,6 +279,7 @@ def _train(config, run_dir, resume: bool, log, progress: bool, held: ExitStack) 
     train_x, train_t, val_x, val_t = split_training_set(dataset, config)
 
     model = _build_model(config, dataset)
+    _check_batch_statistics(model, len(train_t), config.batch_size)
     optimizer = _build_optimizer(config)
     schedule = _build_schedule(config)
     loader = _build_loader(config, train_x, train_t)
@@ -481,6 +482,22 @@ def _build_model(config: TrainConfig, dataset):
     model.rng = stream(config.seed, DROPOUT)
     model.set_backend(config.backend or default_backend())
     return model
+
+
+def _check_batch_statistics(model, n_train: int, batch_size: int) -> None:
+    """Refuse a BatchNorm model a batch of one image: its statistics over one are degenerate
+    (zero variance: after an affine layer every feature becomes its shift), as PyTorch refuses."""
+    from deepconvnet.layers import BatchNormalization
+
+    if not any(isinstance(layer, BatchNormalization) for layer in model.layers):
+        return
+    if batch_size == 1:
+        raise DeepConvNetError("--batch-size 1: BatchNorm needs batches of 2 or more images")
+    if n_train % batch_size == 1:
+        raise DeepConvNetError(
+            f"{n_train:,} training images in batches of {batch_size} leave a last batch of 1; "
+            "BatchNorm needs 2 or more (change --batch-size, --train-limit or --val)"
+        )
 
 
 def _build_optimizer(config: TrainConfig):
