@@ -29,6 +29,18 @@ def test_summary_json(capsys):
     ]
 
 
+def test_summary_table_columns_line_up_whatever_the_layer_names(capsys):
+    """deepconvnet-bn's '11.BatchNormalization' overflowed the name column and shifted its row."""
+    assert main(["summary", "--model", "deepconvnet-bn"]) == 0
+    rows = capsys.readouterr().out.splitlines()[1:]
+    assert "11.BatchNormalization" in "\n".join(rows)
+    assert len({len(row) for row in rows if not row.startswith("total")}) == 1
+    header = rows[0]
+    for column in ("output", "params", "MACs"):
+        end = header.index(column) + len(column)
+        assert all(row[end - 1] != " " and row[end : end + 1] in ("", " ") for row in rows[1:-1])
+
+
 def test_gradcheck_json(capsys):
     assert main(["gradcheck", "--json", "--seed", "1", "--samples", "2"]) == 0
     out = json.loads(capsys.readouterr().out)

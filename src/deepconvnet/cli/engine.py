@@ -99,15 +99,17 @@ def run_summary(args: argparse.Namespace) -> int:
 
 
 def _summary_table(summary: dict) -> str:
-    header = f"{'layer':<18}{'output':>14}{'params':>10}{'rf':>5}{'MACs':>12}"
+    """Fixed-width columns; the first as wide as the longest layer name (24.BatchNormalization)."""
+    w = max(18, *(len(row["name"]) + 1 for row in summary["layers"]))
+    header = f"{'layer':<{w}}{'output':>12}{'params':>10}{'rf':>5}{'MACs':>12}"
     lines = [f"{summary['name']}  input {tuple(summary['input_shape'])}", header]
     for row in summary["layers"]:
         shape = "x".join(str(d) for d in row["output_shape"])
         lines.append(
-            f"{row['name']:<18}{shape:>14}{row['params']:>10,}"
+            f"{row['name']:<{w}}{shape:>12}{row['params']:>10,}"
             f"{row['receptive_field']:>5}{row['macs']:>12,}"
         )
-    lines.append(f"{'total':<18}{'':>14}{summary['params']:>10,}{'':>5}{summary['macs']:>12,}")
+    lines.append(f"{'total':<{w}}{'':>12}{summary['params']:>10,}{'':>5}{summary['macs']:>12,}")
     return "\n".join(lines)
 
 
