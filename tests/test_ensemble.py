@@ -410,10 +410,10 @@ def test_evaluate_json_on_two_saved_models(tmp_path, capsys):
 QUICK = ["--train-limit", "400", "--epochs", "2", "--batch-size", "50", "--no-progress"]
 
 
-def _driver(out: Path, *extra: str) -> subprocess.Popen:
+def _driver(out: Path, *extra: str, members: int = 2) -> subprocess.Popen:
     command = [sys.executable, "-m", "deepconvnet", "ensemble", "train", "--out", str(out)]
     return subprocess.Popen(
-        [*command, "--members", "2", "--threads", "2", *QUICK, *extra],
+        [*command, "--members", str(members), "--threads", "2", *QUICK, *extra],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -454,6 +454,40 @@ def test_train_in_two_workers_interrupt_and_resume(tmp_path, capsys):
     assert main(["ensemble", "evaluate", str(out), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["members"] == [r["test_accuracy"] for r in results]
+
+
+@pytest.mark.mnist
+@pytest.mark.slow
+def test_more_members_than_workers_queue_and_an_interrupted_queue_resumes(tmp_path, capsys):
+    """3 members on 1 worker run one at a time. Stopped while the second trains: the first is
+    finished, the second resumable, the third never started; --resume leaves the first alone."""
+    out = tmp_path / "ens"
+    driver = _driver(out, "--checkpoint-every", "1", "--workers", "1", members=3)
+    members = [out / f"member-0{i}" for i in range(3)]
+    deadline = time.monotonic() + 120
+    while not (members[1] / "checkpoint.npz").is_file():
+        assert driver.poll() is None and time.monotonic() < deadline, driver.communicate()
+        assert not (members[2] / "config.json").exists()  # one worker: one member at a time
+        time.sleep(0.05)
+    driver.send_signal(signal.SIGINT)
+    stdout, stderr = driver.communicate(timeout=60)
+    assert driver.returncode == 130, stderr
+    assert [run_state(m) for m in members[:2]] == ["finished", "resumable"]
+    assert not (members[2] / "config.json").exists()  # queued, never started
+    assert "member-01 interrupted; resumable" in stderr
+    assert "ensemble train --resume" in stdout
+    first = (members[0] / "model.npz").read_bytes()
+
+    capsys.readouterr()
+    assert main(["ensemble", "train", "--resume", str(out)]) == 0
+    printed = capsys.readouterr()
+    assert "member-00 already finished: test accuracy" in printed.err
+    assert "member-01 resuming" in printed.err
+    assert "3/3 members finished" in printed.out
+    assert [run_state(m) for m in members] == ["finished"] * 3
+    assert (members[0] / "model.npz").read_bytes() == first  # not trained again
+    seeds = [json.loads((m / "config.json").read_text())["config"]["seed"] for m in members]
+    assert seeds == [0, 1, 2]
 
 
 @pytest.mark.mnist
