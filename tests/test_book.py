@@ -210,7 +210,7 @@ def test_shapes_must_match_the_architecture(tmp_path):
 
 
 # -- conversion ---------------------------------------------------------------------------------
-@pytest.mark.parametrize("protocol", [2, 4, 5])
+@pytest.mark.parametrize("protocol", [0, 1, 2, 4, 5])
 def test_a_book_format_file_round_trips_into_a_model(tmp_path, protocol):
     params = book_params(np.random.default_rng(1))
     path = write_pickle(tmp_path / "deep_convnet_params.pkl", params, protocol)

@@ -226,7 +226,6 @@ def test_unwritable_output_directory(tmp_path, model_file, capsys):
         (["augment-preview"], "notes.txt", "ending in .png, got '{dir}/notes.txt'"),
         (["visualize", "MODEL"], "file", "argument --out: {file} is a file, not a directory"),
         (["experiment", "depth", "--quick"], "file", "argument --out: {file} is a file, not a dir"),
-        (["ensemble", "train"], "file", "argument --out: {file} is a file, not a directory"),
     ],
 )
 def test_an_output_of_the_wrong_kind_is_refused_before_any_work(
@@ -269,7 +268,10 @@ def test_files_of_the_wrong_kind_are_named_for_what_they_are(tmp_path, model_fil
     )
     cases = [
         (["evaluate", unstarted / "checkpoint.npz"], "a training checkpoint (what --resume reads)"),
-        (["import-book", image, "--out", tmp_path / "book"], f"{image}: not a pickle of protocol"),
+        (
+            ["import-book", image, "--out", tmp_path / "book"],
+            f"{image}: not a pickle (the book's parameters",
+        ),
         (["train", "--resume", image], f"{image}: not a run directory (a file)"),
         (["predict", unstarted, image], f"{unstarted}: training stopped before its first epoch"),
         (["serve", unstarted], f"{unstarted}: training stopped before its first epoch"),
@@ -398,6 +400,26 @@ def test_ctrl_c_in_any_command_exits_130_with_its_message(tmp_path, monkeypatch,
     err = capsys.readouterr().err.strip()
     assert code == 130
     assert err == f"deepconvnet: interrupted; resume with: deepconvnet train --resume {cell}"
+
+
+def test_ctrl_c_while_the_commands_are_loaded_is_interrupted_not_a_traceback(monkeypatch, capsys):
+    import deepconvnet.cli
+
+    def importing(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(deepconvnet.cli, "build_parser", importing)
+    assert main(["summary"]) == 130
+    assert capsys.readouterr().err == "deepconvnet: interrupted\n"
+
+
+def test_an_os_error_on_a_path_is_one_line_naming_it(tmp_path, capsys):
+    """A name longer than the file system allows raised OSError from pathlib's own checks, deep
+    in a command (an internal error); the path and the OS's words are the user's answer."""
+    long_name = tmp_path / ("a" * 300)
+    code, err = run_cli(["train", "--epochs", "1", "--out", long_name], capsys)
+    assert_one_line_error(code, err, "a" * 300, "File name too long")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_debug_shows_the_traceback(tmp_path, capsys):

@@ -189,10 +189,8 @@ def read_book_params(path: str | os.PathLike, arch: str = "deepconvnet") -> dict
     largest = max(math.prod(shape) for shape in shapes.values())
     values = sum(map(math.prod, shapes.values())) * _WIDEST_FLOAT
     data = _read_at_most(path, values + _SLACK)
-    if not data.startswith(PICKLE_PROTO):  # a PNG's bytes read as opcodes: "persistent references"
-        raise CheckpointError(
-            f"{path}: not a pickle of protocol 2 or later (the book's deep_convnet_params.pkl is)"
-        )
+    if data[:1] not in PICKLED_DICT_STARTS:  # a PNG read as opcodes: "persistent references"
+        raise CheckpointError(f"{path}: not a pickle (the book's parameters are a pickled dict)")
     # Each array is built once and, in a protocol-2 pickle, its bytes decoded once more.
     params = restricted_loads(
         data,
@@ -203,7 +201,9 @@ def read_book_params(path: str | os.PathLike, arch: str = "deepconvnet") -> dict
     return _validated(params, path, shapes, arch)
 
 
-PICKLE_PROTO = pickle.PROTO  # the first opcode of every pickle of protocol 2 or later
+# How a pickled dict can begin: protocol 2 or later's PROTO; in protocols 0 and 1 a MARK, an
+# EMPTY_DICT, or a GLOBAL (a dict subclass such as OrderedDict).
+PICKLED_DICT_STARTS = (pickle.PROTO, pickle.MARK, pickle.EMPTY_DICT, pickle.GLOBAL)
 _SLACK = 1 << 20  # bytes a pickle may hold beyond its arrays' values (opcodes, names, shapes)
 
 

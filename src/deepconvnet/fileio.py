@@ -55,13 +55,13 @@ def _write_target(path: Path) -> Path:
     """Where a write to ``path`` lands: through a symlink, at its target (the link is kept, as
     editors keep it); never over what is not a regular file, since the rename would replace it
     (``--out /dev/null`` used to turn the device into a PNG)."""
-    if path.is_symlink():
-        path = Path(os.path.realpath(path))
     try:
+        if path.is_symlink():
+            path = Path(os.path.realpath(path))
         mode = path.stat().st_mode
     except FileNotFoundError:
         return path
-    except OSError as exc:  # a symlink loop, a path through a file
+    except OSError as exc:  # a symlink loop, a path through a file, a name too long
         why = _file_in_the_way(path) or exc.strerror or exc
         raise DeepConvNetError(f"cannot write {path}: {why}") from exc
     if stat.S_ISDIR(mode):
@@ -185,17 +185,17 @@ def _file_in_the_way(path: Path) -> str | None:
     """Which ancestor of ``path`` is a file, where a directory should be ("File exists", which
     the OS says then, names neither), or None."""
     for ancestor in path.parents:
-        if ancestor.exists():
-            return None if ancestor.is_dir() else f"{ancestor} is not a directory"
+        if os.path.exists(ancestor):  # False, not an OSError, for a name too long
+            return None if os.path.isdir(ancestor) else f"{ancestor} is not a directory"
     return None
 
 
 def check_fresh_dir(directory: Path, hint: str) -> None:
     """Refuse a directory that new work would be mixed into: a file, or a non-empty directory.
     ``hint`` says what to do instead (resume it, choose another --out)."""
-    if directory.exists() and not directory.is_dir():
+    if os.path.exists(directory) and not os.path.isdir(directory):
         raise DeepConvNetError(f"{directory} is not a directory")
-    if directory.exists() and any(directory.iterdir()):
+    if os.path.isdir(directory) and any(directory.iterdir()):
         raise DeepConvNetError(f"{directory} already exists and is not empty ({hint})")
 
 

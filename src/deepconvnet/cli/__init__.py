@@ -2,9 +2,10 @@
 
 Each module of this package registers its subcommands through ``register(subparsers)`` and sets
 ``func`` on its parser: a function taking the parsed arguments and returning an exit code. This
-module owns the error policy for all of them: a :class:`DeepConvNetError` or a bad argument is one
-line on stderr and exit code 2; Ctrl-C is 130; anything else is an internal error, exit code 1, with
-the traceback only under ``--debug``.
+module owns the error policy for all of them: a :class:`DeepConvNetError`, an ``OSError`` naming a
+file (a path the user gave: too long a name, no permission) or a bad argument is one line on stderr
+and exit code 2; Ctrl-C is 130; anything else is an internal error, exit code 1, with the
+traceback only under ``--debug``.
 """
 
 from __future__ import annotations
@@ -113,6 +114,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         if args.debug:
             traceback.print_exc()
+        if isinstance(exc, OSError) and exc.filename is not None:  # a path the user gave
+            print(f"deepconvnet: error: {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
+            return EXIT_USAGE
         print(
             f"deepconvnet: internal error: {type(exc).__name__}: {one_line(exc)} "
             "(deepconvnet --debug COMMAND ... shows the traceback)",

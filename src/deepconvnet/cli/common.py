@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -65,17 +66,18 @@ def nonempty_path(text: str) -> str:
 def png_path(text: str) -> str:
     """Where to write a figure: a name ending in .png (the figure is a PNG whatever the name
     says) that is not a directory, refused before the work that would draw it."""
-    path = Path(nonempty_path(text))
-    if path.is_dir():
+    # os.path's tests, unlike Path's, answer False for a name too long or a place unreadable:
+    # the write then says so in one line, where an OSError here escaped argparse as a traceback.
+    if os.path.isdir(nonempty_path(text)):
         raise argparse.ArgumentTypeError(f"{text} is a directory (expected FILE.png)")
-    if path.suffix.lower() != ".png":
+    if Path(text).suffix.lower() != ".png":
         raise argparse.ArgumentTypeError(f"expected a file name ending in .png, got {text!r}")
     return text
 
 
 def dir_path(text: str) -> str:
     """Where to write a directory of outputs: refused before any work if a file is there."""
-    if Path(nonempty_path(text)).exists() and not Path(text).is_dir():
+    if os.path.exists(nonempty_path(text)) and not os.path.isdir(text):
         raise argparse.ArgumentTypeError(f"{text} is a file, not a directory")
     return text
 
@@ -152,7 +154,8 @@ def add_data_options(parser: argparse.ArgumentParser, *, tests_a_model: bool = F
         "--dataset",
         choices=list(DATASETS),
         default=None if tests_a_model else "mnist",
-        help="dataset (default: the one the model's run was trained on, else mnist)"
+        help="dataset (default: the one the model was trained on, as its file or its run's "
+        "config.json records it, else mnist)"
         if tests_a_model
         else "dataset (default: mnist)",
     )
@@ -192,8 +195,8 @@ def load_trained_model(args: argparse.Namespace):
 
 def check_run_has_finished(run_dir: Path) -> None:
     """Say so when a run directory's training has not finished: with no model yet, as the error
-    (not "no such checkpoint file"); with the last epoch's model, as a note, since its figures
-    are not the run's."""
+    (not "no such checkpoint file"); with the last epoch's model, as a note, since what is
+    reported of it (figures, accuracies, predictions) is not the finished run's."""
     from deepconvnet.errors import DeepConvNetError
     from deepconvnet.train import MODEL, run_state
 

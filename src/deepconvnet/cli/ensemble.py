@@ -10,7 +10,6 @@ from pathlib import Path
 from deepconvnet.cli.common import (
     add_data_options,
     add_threads_option,
-    dir_path,
     load_test_dataset,
     nonempty_path,
     positive_int,
@@ -55,7 +54,7 @@ def _register_train(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--members", type=positive_int, default=5, help="members (default: 5)")
     parser.add_argument(
         "--out",
-        type=dir_path,
+        type=nonempty_path,
         default=None,
         metavar="DIR",
         help="ensemble directory (required unless --resume)",
