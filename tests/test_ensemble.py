@@ -499,6 +499,14 @@ def test_val_larger_than_the_training_set_starts_no_member(tmp_path, capsys):
     assert all(line.startswith("mnist: served by") for line in log), log
     assert error == "deepconvnet: error: --val 700 leaves no training images (of 400)"
     assert not out.exists()
+    bn = ["--model", "deepconvnet-bn", "--train-limit", "301", "--epochs", "1", "--no-progress"]
+    assert main([*argv, *bn]) == 2  # every member would refuse a last batch of one
+    error = capsys.readouterr().err.splitlines()[-1]
+    assert error.endswith(
+        "301 training images in batches of 100 leave a last batch of 1; "
+        "BatchNorm needs 2 or more (change --batch-size, --train-limit or --val)"
+    )
+    assert not out.exists()
 
 
 @pytest.mark.mnist

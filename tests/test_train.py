@@ -693,6 +693,12 @@ def test_evaluate_tests_a_model_on_the_dataset_its_run_was_trained_on(
     config = json.loads((run_dir / "config.json").read_text())
     config["config"]["dataset"] = "fashion-mnist"
     (run_dir / "config.json").write_text(json.dumps(config))
+    model = load_model(run_dir)
+    save_model(run_dir / "model.npz", model, metadata={"epoch": 2, "dataset": "fashion-mnist"})
+    old_style = shutil.copytree(run_dir, tmp_path / "saved-before-0.2.5")
+    save_model(old_style / "model.npz", model, metadata={"epoch": 2})  # no dataset recorded
+    mnist_in_fashion = shutil.copytree(run_dir, tmp_path / "mixed") / "mnist.npz"
+    shutil.copy(quick_run / "model.npz", mnist_in_fashion)  # the file's own record decides
     asked = []
 
     def load_dataset_spy(name, *args, **kwargs):
@@ -718,6 +724,8 @@ def test_evaluate_tests_a_model_on_the_dataset_its_run_was_trained_on(
         (["evaluate", str(run_dir / "model.npz")], "fashion-mnist"),
         (["evaluate", str(bare)], "mnist"),  # a model file outside its run: its own metadata
         (["evaluate", str(fashion_alone)], "fashion-mnist"),
+        (["evaluate", str(old_style)], "fashion-mnist"),  # a file naming none: its run's
+        (["evaluate", str(mnist_in_fashion)], "mnist"),
         (["evaluate", str(garbled)], "mnist"),  # an unreadable config.json names no dataset
     ):
         asked.clear()

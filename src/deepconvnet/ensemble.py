@@ -279,18 +279,21 @@ def plan_ensemble(
 
 def check_members_can_start(plan: EnsemblePlan) -> None:
     """Refuse now what every member would refuse after starting: the dataset (``--dataset``,
-    ``--data-dir``) and the ``--train-limit`` / ``--val`` split, checked exactly as
+    ``--data-dir``), the ``--train-limit`` / ``--val`` split and BatchNorm's batches of one,
+    checked exactly as
     :func:`deepconvnet.train.train` checks them (members differ only in seed and threads, which
     these checks do not depend on). The driver calls this before it creates or touches the
     ensemble directory, so bad input is one line and leaves nothing behind.
     """
     from deepconvnet.data import load_dataset
-    from deepconvnet.train import split_training_set
+    from deepconvnet.train import check_batch_statistics, split_training_set
 
     if all(run_state(member_dir(plan.directory, i)) == "finished" for i in range(plan.members)):
         return  # nothing will start
     config = plan.member_config(0)
-    split_training_set(load_dataset(config.dataset, config.data_dir), config)
+    dataset = load_dataset(config.dataset, config.data_dir)
+    train_images = split_training_set(dataset, config)[0]
+    check_batch_statistics(config, dataset, len(train_images))
 
 
 def new_ensemble(plan: EnsemblePlan) -> EnsemblePlan:

@@ -37,7 +37,6 @@ from typing import Any
 import numpy as np
 
 from deepconvnet import __version__
-from deepconvnet.checkpoint import STATE_KEY
 from deepconvnet.errors import CheckpointError, DeepConvNetError, Interrupted
 from deepconvnet.fileio import (
     atomic_save_npz,
@@ -278,8 +277,9 @@ def _train(config, run_dir, resume: bool, log, progress: bool, held: ExitStack) 
     dataset = load_dataset(config.dataset, config.data_dir, log=log)
     train_x, train_t, val_x, val_t = split_training_set(dataset, config)
 
+    if not resume:  # a run already under way is let finish as it started
+        check_batch_statistics(config, dataset, len(train_t))
     model = _build_model(config, dataset)
-    _check_batch_statistics(model, len(train_t), config.batch_size)
     optimizer = _build_optimizer(config)
     schedule = _build_schedule(config)
     loader = _build_loader(config, train_x, train_t)
@@ -484,20 +484,27 @@ def _build_model(config: TrainConfig, dataset):
     return model
 
 
-def _check_batch_statistics(model, n_train: int, batch_size: int) -> None:
-    """Refuse a BatchNorm model a batch of one image: its statistics over one are degenerate
-    (zero variance: after an affine layer every feature becomes its shift), as PyTorch refuses."""
-    from deepconvnet.layers import BatchNormalization
+def check_batch_statistics(config: TrainConfig, dataset, n_train: int) -> None:
+    """Refuse batches of one image to a model with BatchNorm after an affine layer: over one
+    image each feature's variance is 0, so it becomes its shift (as PyTorch's BatchNorm1d
+    refuses). After a convolution BatchNorm still has H x W values a channel."""
+    from deepconvnet.layers import Affine, BatchNormalization
 
-    if not any(isinstance(layer, BatchNormalization) for layer in model.layers):
+    size, last = config.batch_size, n_train % config.batch_size
+    if size != 1 and last != 1:
         return
-    if batch_size == 1:
+    layers = _build_model(config, dataset).layers
+    if not any(
+        isinstance(a, Affine) and isinstance(b, BatchNormalization)
+        for a, b in itertools.pairwise(layers)
+    ):
+        return
+    if size == 1:
         raise DeepConvNetError("--batch-size 1: BatchNorm needs batches of 2 or more images")
-    if n_train % batch_size == 1:
-        raise DeepConvNetError(
-            f"{n_train:,} training images in batches of {batch_size} leave a last batch of 1; "
-            "BatchNorm needs 2 or more (change --batch-size, --train-limit or --val)"
-        )
+    raise DeepConvNetError(
+        f"{n_train:,} training images in batches of {size} leave a last batch of 1; "
+        "BatchNorm needs 2 or more (change --batch-size, --train-limit or --val)"
+    )
 
 
 def _build_optimizer(config: TrainConfig):
@@ -762,17 +769,17 @@ def recorded_dataset(run_dir: str | Path) -> str | None:
 
 
 def trained_on(model_path: str | Path) -> str | None:
-    """The known dataset a model was trained on: named by the config.json of the run holding
-    it, else by the model file itself (one copied out of its run), else None."""
+    """The known dataset a model was trained on: named by the model file itself, else (a file
+    saved before models named it) by the config.json of the run holding it, else None."""
     from deepconvnet.checkpoint import load_metadata
     from deepconvnet.data import DATASETS
 
-    name = recorded_dataset(Path(model_path).parent)
-    if name is None:
-        try:
-            name = load_metadata(model_path).get("dataset")
-        except DeepConvNetError:  # unreadable here: loading the model says why, in one line
-            return None
+    try:
+        name = load_metadata(model_path).get("dataset")
+    except DeepConvNetError:  # unreadable here: loading the model says why, in one line
+        name = None
+    if name not in DATASETS:
+        name = recorded_dataset(Path(model_path).parent)
     return name if name in DATASETS else None
 
 
@@ -784,7 +791,8 @@ def _read_config(run_dir: Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise DeepConvNetError(f"{run_dir}: not a run directory (no {CONFIG})") from None
     except NotADirectoryError:
-        raise DeepConvNetError(f"{run_dir}: not a run directory (a file)") from None
+        where = "a file" if run_dir.is_file() else "a file is in its path"
+        raise DeepConvNetError(f"{run_dir}: not a run directory ({where})") from None
     except (OSError, ValueError, RecursionError) as exc:
         raise DeepConvNetError(f"{path}: unreadable ({exc})") from exc
     if not isinstance(data, dict):
@@ -826,6 +834,8 @@ def _versions() -> dict[str, str]:
 
 
 def _state_to_arrays(model, optimizer, state: TrainState) -> dict[str, np.ndarray]:
+    from deepconvnet.checkpoint import STATE_KEY
+
     state.rng_state = model.rng.bit_generator.state
     arrays = {f"model/{k}": v for k, v in {**model.params(), **model.buffers()}.items()}
     arrays.update({f"optim/{k}": v for k, v in optimizer.state_dict().items()})
@@ -920,24 +930,26 @@ def _check_optimizer_state(path: Path, optim: dict[str, np.ndarray], optimizer, 
 
 def _decode_state(path: Path, arrays: dict[str, np.ndarray]) -> TrainState:
     """The TrainState saved in ``__state__``: exactly its fields, each of its default's type."""
-    from deepconvnet.checkpoint import decode_entry
+    from deepconvnet.checkpoint import STATE_KEY, decode_entry
 
     data = decode_entry(path, arrays, STATE_KEY, TRAINING_CHECKPOINT)
     expected = {f.name: f for f in fields(TrainState)}
     if not isinstance(data, dict):
-        raise CheckpointError(f"{path}: __state__ is a {type(data).__name__}, not a training state")
+        raise CheckpointError(
+            f"{path}: {STATE_KEY} is a {type(data).__name__}, not a training state"
+        )
     if set(data) != set(expected):
         odd = {
             "unexpected": sorted(set(data) - set(expected)),
             "missing": sorted(set(expected) - set(data)),
         }
         detail = "; ".join(f"{kind} {', '.join(keys)}" for kind, keys in odd.items() if keys)
-        raise CheckpointError(f"{path}: __state__ does not hold a training state ({detail})")
+        raise CheckpointError(f"{path}: {STATE_KEY} does not hold a training state ({detail})")
     for name, f in expected.items():
         default = f.default_factory() if f.default is MISSING else f.default
         kind = (int, float) if isinstance(default, float) else type(default)
         if isinstance(data[name], bool) or not isinstance(data[name], kind):
-            raise CheckpointError(f"{path}: __state__ {name} is {data[name]!r}")
+            raise CheckpointError(f"{path}: {STATE_KEY} {name} is {data[name]!r}")
     return TrainState(**data)
 
 
@@ -948,7 +960,9 @@ def _save_model(run_dir: Path, model, state: TrainState, dataset: str) -> None:
     save_model(run_dir / MODEL, model, metadata={"epoch": state.epoch, "dataset": dataset})
 
 
-def _finish_run(run_dir: Path, config, model, optimizer, state: TrainState, test, seconds: float):
+def _finish_run(
+    run_dir: Path, config, model, optimizer, state: TrainState, test: dict, seconds: float
+):
     _save_model(run_dir, model, state, config.dataset)
     atomic_save_npz(run_dir / OPTIMIZER, optimizer.state_dict())
     results = {

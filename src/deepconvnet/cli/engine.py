@@ -99,7 +99,7 @@ def run_summary(args: argparse.Namespace) -> int:
 
 
 def _summary_table(summary: dict) -> str:
-    """Fixed-width columns; the first as wide as the longest layer name (24.BatchNormalization)."""
+    """Fixed-width columns; the first as wide as the longest layer name (22.BatchNormalization)."""
     w = max(18, *(len(row["name"]) + 1 for row in summary["layers"]))
     header = f"{'layer':<{w}}{'output':>12}{'params':>10}{'rf':>5}{'MACs':>12}"
     lines = [f"{summary['name']}  input {tuple(summary['input_shape'])}", header]
