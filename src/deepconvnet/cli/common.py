@@ -215,8 +215,8 @@ def check_run_has_finished(run_dir: Path) -> None:
 
 
 def load_test_dataset(args: argparse.Namespace, model_path: Path):
-    """The dataset to test a model on: ``--dataset``, else the one it was trained on (its run's
-    config.json, else its own metadata), else MNIST."""
+    """The dataset to test a model on: ``--dataset``, else the one it was trained on
+    (:func:`deepconvnet.train.trained_on`), else MNIST."""
     from deepconvnet.data import load_dataset
     from deepconvnet.train import trained_on
 
