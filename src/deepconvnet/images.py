@@ -489,9 +489,11 @@ def _fit_surface(design: np.ndarray, values: np.ndarray) -> np.ndarray:
     let the minimum-norm solution bend the paper at the strip's edges, and a blank strip was
     read as a stroke. Should the chosen terms still be degenerate, the plane, then the constant."""
     nx, ny = (len(np.unique(design[:, axis])) for axis in (1, 2))
+    # In _quadratic_terms' order: 1, x, y, x^2, xy, y^2; the first three make the plane.
     determined = np.array([True, nx >= 2, ny >= 2, nx >= 3, nx >= 2 and ny >= 2, ny >= 3])
-    coef = np.zeros(design.shape[1])
-    for used in (determined, determined & (np.arange(6) < 3), np.arange(6) < 1):
+    order = np.arange(len(determined))
+    coef = np.zeros(len(determined))
+    for used in (determined, determined & (order < 3), order < 1):
         fit, _, rank, _ = np.linalg.lstsq(design[:, used], values, rcond=None)
         if rank == used.sum():
             break
