@@ -439,8 +439,8 @@ def deepconvnet_bn(
     augmentation: BatchNormalization after every conv and after the hidden affine; a hidden layer of
     128 units instead of 50; inverted dropout 0.3 after the hidden layer only (the book also drops
     30-50% of the ten class scores, which fights BatchNorm's scale). 204,986 parameters (the book's
-    net has 123,552), and about 1.3x its time per epoch on the fast kernels. Figure 8-1's network
-    stays the default model.
+    net has 123,552), and about twice its time per epoch on the fast kernels (13.5 against 6.9 s per
+    10,000 images, ``bench/augment_cost.py``). Figure 8-1's network stays the default model.
     """
     layers = deepconvnet_layers(
         input_shape=input_shape,

@@ -165,8 +165,9 @@ def add_data_options(parser: argparse.ArgumentParser, *, tests_a_model: bool = F
         default=None,
         metavar="DIR",
         help="directory holding the four IDX files (default: $DEEPCONVNET_DATA, then the system "
-        "copy (Fashion-MNIST's Debian package), then the cache ($DEEPCONVNET_CACHE, default "
-        "~/.cache/deepconvnet), then the network unless $DEEPCONVNET_OFFLINE=1)",
+        "copy (Fashion-MNIST's Debian package), then the cache ($DEEPCONVNET_CACHE, else "
+        "$XDG_CACHE_HOME/deepconvnet, else ~/.cache/deepconvnet), then the network unless "
+        "$DEEPCONVNET_OFFLINE=1)",
     )
 
 
