@@ -5,4 +5,4 @@ NumPy alone; data, training, analysis and serving build on it, and data flows on
 data -> loader -> model -> trainer -> run directory -> analysis / ensemble / serving.
 """
 
-__version__ = "0.2.5"
+__version__ = "0.2.6"

@@ -183,6 +183,7 @@ def _new_depth_record(config: DepthConfig) -> dict[str, Any]:
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "cpu": cpu_info()},
         "cells": [],
         "total_seconds": 0.0,
+        "cpu_seconds": 0.0,
         **config.extra,
     }
 
@@ -193,7 +194,7 @@ def _run_depth_cell(config, record, out_dir: Path, name: str, size: int, n_epoch
 
     run_dir = out_dir / "runs" / f"{name}-n{size}"
     state = run_state(run_dir)
-    started = time.perf_counter()
+    started, started_cpu = time.perf_counter(), time.process_time()
     if state != "finished":
         log(f"depth: {name} on {size} images, {n_epochs} epochs -> {run_dir}")
         if state == "new":
@@ -217,6 +218,7 @@ def _run_depth_cell(config, record, out_dir: Path, name: str, size: int, n_epoch
             ) from stop
     record["cells"].append(_depth_cell(out_dir, run_dir, name, size, n_epochs))
     record["total_seconds"] = record.get("total_seconds", 0.0) + time.perf_counter() - started
+    record["cpu_seconds"] = record.get("cpu_seconds", 0.0) + time.process_time() - started_cpu
     write_depth_report(record, out_dir)
 
 
@@ -313,8 +315,9 @@ def depth_config_from(
             raise ValueError("cells is not a list")
         for cell in record["cells"]:
             _check_cell(cell)
-        if not isinstance(record.get("total_seconds", 0.0), int | float):
-            raise ValueError("total_seconds is not a number")
+        for key in ("total_seconds", "cpu_seconds"):
+            if not isinstance(record.get(key, 0.0), int | float):
+                raise ValueError(f"{key} is not a number")
         machine = record.get("machine")
         if not isinstance(machine, dict) or not isinstance(machine.get("platform"), str):
             raise ValueError("no machine")
@@ -439,17 +442,26 @@ def depth_notes(record: dict[str, Any]) -> list[str]:
         "training set.",
         f"deepconvnet {record.get('version', 'version not recorded')}. "
         f"Machine: {record['machine']['platform']}, {record['machine']['cpus']} CPU cores, "
-        f"threads {record['threads'] or 'all'}. The cores were shared with other jobs while "
-        "this ran, so the times are indicative only; compare the two networks within a row "
-        "group rather than across runs.",
+        f"threads {record['threads'] or 'all'}. Times are wall clock and move with any other "
+        "work on the same cores; compare the two networks within a row group rather than "
+        "across runs.",
     ]
     if total is not None:
-        notes.append(f"Whole experiment: {total / 60:.1f} minutes of wall time.")
+        notes.append(f"Whole experiment: {total / 60:.1f} minutes of wall time{_cpu_use(record)}.")
     if "command" in record:
         notes.append(f"Command: `{record['command']}`.")
     notes += record.get("notes", [])
     notes += _outcome_notes(record["cells"])
     return notes
+
+
+def _cpu_use(record: dict[str, Any]) -> str:
+    """How busy the cores were, from the CPU time the process used: a share well below the
+    thread count says other work held the cores (records before 0.2.6 lack it)."""
+    cpu, wall = record.get("cpu_seconds"), record.get("total_seconds")
+    if not cpu or not wall:
+        return ""
+    return f", {cpu:,.0f} CPU-seconds ({cpu / wall:.2f} cores busy on average)"
 
 
 def _outcome_notes(cells: list[dict[str, Any]]) -> list[str]:

@@ -138,7 +138,7 @@ def depth_experiment_plot(cells: list[dict], path: str | os.PathLike, title: str
         ax.legend()
         ax.set_xlabel("training images (epochs)")
     ax_acc.set(title="Test accuracy (10,000 images)", ylabel="accuracy")
-    ax_time.set(title="Training time (wall clock; cores shared, indicative)", ylabel="seconds")
+    ax_time.set(title="Training time (wall clock)", ylabel="seconds")
     fig.suptitle(
         title or "Stacked 3x3 convolutions vs single large filters (equal receptive field)"
     )
