@@ -2,6 +2,7 @@
 
     python bench/gemm_ceiling.py                  # the grid convolutions of figure 8-1, batch 100
     python bench/gemm_ceiling.py --write          # ... and save bench/results/gemm_ceiling.md
+    python bench/gemm_ceiling.py --write --name gemm_ceiling_intel   # ... as another file
 
 The fast path spends most of a training step in matrix products of few output channels
 (N = 16-64) and short rows (K = 3C = 48-192). This times them as the kernels issue them (one
@@ -87,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=40, help="timed calls per figure")
     parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds (median)")
     parser.add_argument("--write", action="store_true", help=f"save the table in {RESULTS.name}/")
+    parser.add_argument("--name", default="gemm_ceiling", help="results file stem (with --write)")
     args = parser.parse_args(argv)
     if any(name in os.environ for name in BLAS_ENV):
         env = {k: v for k, v in os.environ.items() if k not in BLAS_ENV}
@@ -132,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         title = f"# bench/gemm_ceiling.py — {stamp}, deepconvnet {__version__}"
         command = "python bench/gemm_ceiling.py " + " ".join(argv or sys.argv[1:])
         text = f"{title}\n\n`{command.strip()}` on {describe_cpu(cpu_info())}\n\n{report}\n"
-        atomic_write_text(RESULTS / "gemm_ceiling.md", text)
+        atomic_write_text(RESULTS / f"{args.name}.md", text)
     return 0
 
 
