@@ -10,9 +10,12 @@ float64 copy, so the model itself is left as it was).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from deepconvnet.models import Sequential
 
 
 def confusion_matrix(predicted: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
@@ -88,7 +91,7 @@ def misclassified(probabilities: np.ndarray, labels: np.ndarray) -> list[dict[st
     ]
 
 
-def feature_maps(model, image: np.ndarray) -> list[tuple[str, np.ndarray]]:
+def feature_maps(model: Sequential, image: np.ndarray) -> list[tuple[str, np.ndarray]]:
     """What one image looks like after every convolution (with its BN/ReLU) and every pooling.
 
     ``image`` is ``(C, H, W)`` float. Returns ``[(label, maps (C', H', W')), ...]`` in layer
@@ -122,7 +125,7 @@ def feature_maps(model, image: np.ndarray) -> list[tuple[str, np.ndarray]]:
     return [(f"{label}\n{'x'.join(map(str, maps.shape))}", maps.copy()) for label, maps in stages]
 
 
-def first_conv_weights(model) -> np.ndarray:
+def first_conv_weights(model: Sequential) -> np.ndarray:
     """The first convolution's weights ``(F, C, kh, kw)``; a DeepConvNetError if there is none."""
     from deepconvnet.errors import DeepConvNetError
     from deepconvnet.layers import Convolution

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
+import numpy as np
+from numpy.typing import ArrayLike
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -49,10 +52,10 @@ def learning_curves(history: list[dict], path: str | os.PathLike) -> Path:
     return save_figure(fig, path)
 
 
-def confusion_heatmap(confusion, class_names, path: str | os.PathLike, title: str = "") -> Path:
+def confusion_heatmap(
+    confusion: ArrayLike, class_names: Sequence[str], path: str | os.PathLike, title: str = ""
+) -> Path:
     """The confusion matrix as a heat map with counts, rows = true label."""
-    import numpy as np
-
     matrix = np.asarray(confusion)
     fig, ax = plt.subplots(figsize=(7.5, 6.5))
     shown = np.log1p(matrix)
@@ -72,9 +75,9 @@ def confusion_heatmap(confusion, class_names, path: str | os.PathLike, title: st
 
 
 def augmentation_grid(
-    originals,
-    augmented,
-    labels,
+    originals: ArrayLike,
+    augmented: ArrayLike,
+    labels: Sequence[int] | np.ndarray,
     path: str | os.PathLike,
     title: str = "",
     cell_inches: float = 0.9,
@@ -83,8 +86,6 @@ def augmentation_grid(
 
     ``originals`` is ``(rows, H, W)``, ``augmented`` is ``(rows, variants, H, W)``, both in [0, 1].
     """
-    import numpy as np
-
     originals, augmented = np.asarray(originals), np.asarray(augmented)
     rows, variants = augmented.shape[:2]
     fig, axes = plt.subplots(
@@ -147,10 +148,10 @@ def depth_experiment_plot(cells: list[dict], path: str | os.PathLike, title: str
 
 
 def misclassified_grid(
-    images,
+    images: ArrayLike,
     records: list[dict],
     path: str | os.PathLike,
-    class_names=None,
+    class_names: Sequence[str] | None = None,
     title: str = "",
     columns: int = 5,
 ) -> Path:
@@ -159,8 +160,6 @@ def misclassified_grid(
     ``images`` are ``(n, H, W)`` in [0, 1] matching ``records`` (``index``, ``label``,
     ``predicted``, ``probability``), already in display order.
     """
-    import numpy as np
-
     images = np.asarray(images)
     names = list(class_names) if class_names is not None else None
 
@@ -189,10 +188,10 @@ def misclassified_grid(
     return save_figure(fig, path)
 
 
-def filters_grid(weights, path: str | os.PathLike, title: str = "", columns: int = 8) -> Path:
+def filters_grid(
+    weights: ArrayLike, path: str | os.PathLike, title: str = "", columns: int = 8
+) -> Path:
     """A conv layer's filters ``(F, C, kh, kw)`` (input channel 0), one shared diverging scale."""
-    import numpy as np
-
     weights = np.asarray(weights, dtype=np.float64)[:, 0]
     n = len(weights)
     columns = max(1, min(columns, n))
@@ -220,8 +219,8 @@ def filters_grid(weights, path: str | os.PathLike, title: str = "", columns: int
 
 
 def feature_maps_grid(
-    image,
-    stages: list[tuple[str, object]],
+    image: ArrayLike,
+    stages: list[tuple[str, np.ndarray]],
     path: str | os.PathLike,
     title: str = "",
     channels: int = 8,
@@ -231,8 +230,6 @@ def feature_maps_grid(
     ``stages`` is ``[(label, maps (C, H, W)), ...]``; each map is scaled to its own range so the
     pattern, not the magnitude, is what shows.
     """
-    import numpy as np
-
     shown = max(1, min(channels, max((len(m) for _, m in stages), default=1)))
     rows = len(stages) + 1
     fig, axes = plt.subplots(

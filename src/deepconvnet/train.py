@@ -32,7 +32,7 @@ from contextlib import ExitStack, contextmanager, nullcontext, suppress
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -51,6 +51,10 @@ from deepconvnet.fileio import (
 )
 from deepconvnet.streams import DROPOUT, INIT, stream
 from deepconvnet.streams import VERSION as STREAMS_VERSION
+
+if TYPE_CHECKING:  # the data and the models load when a run starts
+    from deepconvnet.data import Dataset
+    from deepconvnet.models import Sequential
 
 CHECKPOINT = "checkpoint.npz"
 CONFIG = "config.json"
@@ -288,7 +292,7 @@ def _train(config, run_dir, resume: bool, log, progress: bool, held: ExitStack) 
         state = _load_checkpoint(run_dir, model, optimizer)
         log(f"resuming {run_dir} at epoch {state.epoch + 1}, batch {state.batch}")
     else:
-        state = TrainState(rng_state=model.rng.bit_generator.state)
+        state = TrainState(rng_state=dict(model.rng.bit_generator.state))
     claim = nullcontext(run_dir) if resume else _fresh_run_dir(run_dir)
     # Overflow is no news to print: a diverging run is caught by _check_step, in one line.
     quiet = np.errstate(over="ignore", invalid="ignore", divide="ignore")
@@ -452,7 +456,9 @@ def _configure_threads(threads: int | None) -> int:
     return set_threads(threads)
 
 
-def split_training_set(dataset, config: TrainConfig):
+def split_training_set(
+    dataset: Dataset, config: TrainConfig
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The images a run trains on and those it validates on (``--train-limit``, ``--val``);
     refuses a split that leaves nothing to train on."""
     from deepconvnet.data import to_float, train_val_split
@@ -470,7 +476,7 @@ def split_training_set(dataset, config: TrainConfig):
     return train_x, train_t, to_float(val_x), val_t
 
 
-def _build_model(config: TrainConfig, dataset):
+def _build_model(config: TrainConfig, dataset: Dataset) -> Sequential:
     from deepconvnet.models import build_model, default_backend
 
     model = build_model(
@@ -484,7 +490,7 @@ def _build_model(config: TrainConfig, dataset):
     return model
 
 
-def check_batch_statistics(config: TrainConfig, dataset, n_train: int) -> None:
+def check_batch_statistics(config: TrainConfig, dataset: Dataset, n_train: int) -> None:
     """Refuse batches of one image to a model with BatchNorm after an affine layer: over one
     image each feature's variance is 0, so it becomes its shift (as PyTorch's BatchNorm1d
     refuses). After a convolution BatchNorm still has H x W values a channel."""

@@ -7,6 +7,12 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the engine and the data load lazily, when a command runs
+    from deepconvnet.data import Dataset
+    from deepconvnet.data.augment import Augmenter
+    from deepconvnet.models import Sequential
 
 
 def positive_int(text: str) -> int:
@@ -104,7 +110,7 @@ def _parse(text: str, kind: type, what: str):
 DIGIT_DATASETS = ("mnist",)  # datasets whose classes a mirror image changes (a mirrored 2 is no 2)
 
 
-def warn_if_flipping_digits(augmenter, dataset: str) -> None:
+def warn_if_flipping_digits(augmenter: Augmenter | None, dataset: str) -> None:
     """Flips exist for datasets they suit; on digits they teach wrong labels, so say so."""
     if augmenter is not None and augmenter.flips and dataset in DIGIT_DATASETS:
         print(
@@ -181,7 +187,7 @@ def add_model_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def load_trained_model(args: argparse.Namespace):
+def load_trained_model(args: argparse.Namespace) -> tuple[Path, Sequential]:
     """Apply ``--threads`` (when the command has it) and load the model named by the positional
     argument: returns ``(model_path, model)``, the path so figures can be saved beside it."""
     from deepconvnet.checkpoint import load_model, resolve_model_path
@@ -215,7 +221,7 @@ def check_run_has_finished(run_dir: Path) -> None:
     )
 
 
-def load_test_dataset(args: argparse.Namespace, model_path: Path):
+def load_test_dataset(args: argparse.Namespace, model_path: Path) -> Dataset:
     """The dataset to test a model on: ``--dataset``, else the one it was trained on
     (:func:`deepconvnet.train.trained_on`), else MNIST."""
     from deepconvnet.data import load_dataset
@@ -240,7 +246,7 @@ def figure_beside(model_path: Path, stem: str, dataset_name: str) -> Path:
     return model_path.parent / "plots" / f"{stem}-{dataset_name}.png"
 
 
-def check_fits_test_images(model, model_path: Path, dataset) -> None:
+def check_fits_test_images(model: Sequential, model_path: Path, dataset: Dataset) -> None:
     """Refuse, in one line, a model of another input shape or number of classes than the
     dataset's test images, before it sees them."""
     from deepconvnet.checkpoint import check_model_fits

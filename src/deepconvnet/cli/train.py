@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from deepconvnet.cli.common import (
     add_data_options,
@@ -25,6 +25,9 @@ from deepconvnet.cli.common import (
     positive_int,
     warn_if_flipping_digits,
 )
+
+if TYPE_CHECKING:  # the trainer loads when a command runs
+    from deepconvnet.train import TrainConfig
 
 # Options --resume accepts: they do not alter what is computed. Threads change only the last bits
 # (and a note says so); the data, wherever it now lives, is verified against the same checksums.
@@ -148,7 +151,7 @@ def add_train_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def config_from_args(args: argparse.Namespace):
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """Turn parsed options into a TrainConfig (validating what argparse cannot)."""
     from deepconvnet.errors import DeepConvNetError
     from deepconvnet.train import TrainConfig
@@ -277,6 +280,7 @@ def run_train(args: argparse.Namespace) -> int:
 
     given = given_options(args)
     resume = args.resume is not None
+    run_dir: Path | None
     if resume:
         refuse_with_resume(given, RESUME_OPTIONS, "run")
         run_dir = Path(args.resume)

@@ -70,7 +70,9 @@ class BatchLoader:
             return rng.integers(0, n, size=n)
         return rng.permutation(n)
 
-    def batch(self, epoch: int, index: int, order: np.ndarray | None = None):
+    def batch(
+        self, epoch: int, index: int, order: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Batch ``index`` of ``epoch`` (what :meth:`epoch` yields), computed in this thread."""
         if order is None:
             order = self.order(epoch)
@@ -97,7 +99,9 @@ class BatchLoader:
             return
         yield from self._prefetched(epoch, indices, order)
 
-    def _prefetched(self, epoch: int, indices: range, order: np.ndarray):
+    def _prefetched(
+        self, epoch: int, indices: range, order: np.ndarray
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         slots: queue.Queue = queue.Queue(maxsize=self.prefetch)
         stop = threading.Event()
 
