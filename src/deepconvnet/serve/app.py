@@ -31,6 +31,7 @@ import functools
 import json
 import logging
 import os
+import signal
 import socket
 import threading
 import time
@@ -447,9 +448,31 @@ def serve(classifier: DigitClassifier, sock: socket.socket, *, log_level: str = 
     lifecycle = logging.getLogger("uvicorn.error")  # set to log_level by the Config
     lifecycle.setLevel(max(lifecycle.level, logging.WARNING))
     try:
-        server.run(sockets=[sock])
+        with _sigint_interrupts():
+            server.run(sockets=[sock])
     finally:
         sock.close()
+
+
+@contextmanager
+def _sigint_interrupts() -> Iterator[None]:
+    """SIGINT raises KeyboardInterrupt while the block runs, even where it was inherited ignored.
+
+    uvicorn stops on SIGINT whatever its disposition, then raises the signal again for the
+    caller; an inherited ``SIG_IGN`` (a script's background job has it) swallowed that, so a
+    server stopped by SIGINT exited 0 instead of 130 with "interrupted", as ``train`` does.
+    """
+    ignored = (
+        threading.current_thread() is threading.main_thread()
+        and signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    )
+    if ignored:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        if ignored:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def server_config(app: ASGIApp, **options: Any) -> uvicorn.Config:
