@@ -86,7 +86,7 @@ def test_training_moves_every_parameter_array_from_its_initial_values(quick_run)
     """A loop that left a layer unlearned (its gradients or updates lost) would still score
     above chance, so each array is compared with the one its seed initialised."""
     config = training.load_config(quick_run)
-    initial = training._build_model(config, load_dataset(config.dataset)).params()
+    initial = training._build_model(config).params()
     trained = load_model(quick_run / "model.npz").params()
     assert trained.keys() == initial.keys() and len(trained) == 16  # W1..W8, b1..b8
     unmoved = [k for k in trained if np.allclose(trained[k], initial[k], rtol=1e-4, atol=1e-6)]

@@ -293,7 +293,7 @@ def check_members_can_start(plan: EnsemblePlan) -> None:
     config = plan.member_config(0)
     dataset = load_dataset(config.dataset, config.data_dir)
     train_images = split_training_set(dataset, config)[0]
-    check_batch_statistics(config, dataset, len(train_images))
+    check_batch_statistics(config, len(train_images))
 
 
 def new_ensemble(plan: EnsemblePlan) -> EnsemblePlan:

@@ -282,8 +282,8 @@ def _train(config, run_dir, resume: bool, log, progress: bool, held: ExitStack) 
     train_x, train_t, val_x, val_t = split_training_set(dataset, config)
 
     if not resume:  # a run already under way is let finish as it started
-        check_batch_statistics(config, dataset, len(train_t))
-    model = _build_model(config, dataset)
+        check_batch_statistics(config, len(train_t))
+    model = _build_model(config)
     optimizer = _build_optimizer(config)
     schedule = _build_schedule(config)
     loader = _build_loader(config, train_x, train_t)
@@ -476,7 +476,7 @@ def split_training_set(
     return train_x, train_t, to_float(val_x), val_t
 
 
-def _build_model(config: TrainConfig, dataset: Dataset) -> Sequential:
+def _build_model(config: TrainConfig) -> Sequential:
     from deepconvnet.models import build_model, default_backend
 
     model = build_model(
@@ -490,7 +490,7 @@ def _build_model(config: TrainConfig, dataset: Dataset) -> Sequential:
     return model
 
 
-def check_batch_statistics(config: TrainConfig, dataset: Dataset, n_train: int) -> None:
+def check_batch_statistics(config: TrainConfig, n_train: int) -> None:
     """Refuse batches of one image to a model with BatchNorm after an affine layer: over one
     image each feature's variance is 0, so it becomes its shift (as PyTorch's BatchNorm1d
     refuses). After a convolution BatchNorm still has H x W values a channel."""
@@ -499,7 +499,7 @@ def check_batch_statistics(config: TrainConfig, dataset: Dataset, n_train: int) 
     size, last = config.batch_size, n_train % config.batch_size
     if size != 1 and last != 1:
         return
-    layers = _build_model(config, dataset).layers
+    layers = _build_model(config).layers
     if not any(
         isinstance(a, Affine) and isinstance(b, BatchNormalization)
         for a, b in itertools.pairwise(layers)
