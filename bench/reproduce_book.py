@@ -60,14 +60,23 @@ def run_row(out: Path, wall: float | None = None) -> dict:
         "wall_seconds": wall if wall is not None else results["train_seconds"],
         "peak_rss_mib": results["peak_rss_mib"],
         "cpu": config.get("cpu"),  # recorded since deepconvnet 0.2.3
+        "blas_kernels": sorted(
+            {b["architecture"] for b in config.get("blas", []) if b["architecture"]}
+        ),
     }
 
 
-def describe_cpu(cpu: dict | None) -> str:
-    """A run's CPU in words (results differ by CPU: see deepconvnet.threads.cpu_info)."""
-    if not cpu:
-        return "an unrecorded CPU"
-    return f"{cpu['model']} (cpu family {cpu['family']}, model {cpu['model_number']})"
+def describe_machine(row: dict) -> str:
+    """A run's CPU and BLAS kernel in words. The kernel sets the float32 round-off that 12,000
+    Adam steps grow into a trajectory: runs with the same kernel have matched seed for seed
+    across CPUs, and on one CPU another kernel moves them (docs/reproducing-the-book.md)."""
+    cpu, kernels = row.get("cpu"), row.get("blas_kernels")
+    where = (
+        f"{cpu['model']} (cpu family {cpu['family']}, model {cpu['model_number']})"
+        if cpu
+        else "an unrecorded CPU"
+    )
+    return f"{where}, BLAS kernel {'/'.join(kernels)}" if kernels else where
 
 
 def table(rows: list[dict]) -> str:
@@ -136,9 +145,9 @@ def main() -> int:
     print(report)
     verdict = "met" if median >= BOOK_ACCURACY else "NOT met"
     print(f"\nmedian {median:.2%} vs the book's 99.38%: {verdict}")
-    cpus = sorted({describe_cpu(r["cpu"]) for r in rows})
+    machines = sorted({describe_machine(r) for r in rows})
     command = shlex.join(["python", "bench/reproduce_book.py", *sys.argv[1:]])
-    header = f"`{command}`, {time.strftime('%Y-%m-%d')}, on {', '.join(cpus)}"
+    header = f"`{command}`, {time.strftime('%Y-%m-%d')}, on {'; '.join(machines)}"
     record = {"train_options": args.extra, "runs": rows, "median": median}
     atomic_write_text(RESULTS / f"{args.name}.json", json.dumps(record, indent=2) + "\n")
     atomic_write_text(RESULTS / f"{args.name}.md", f"{header}\n\n{report}\n")

@@ -66,9 +66,10 @@ CPUINFO = "/proc/cpuinfo"
 def cpu_info(cpuinfo: str = CPUINFO) -> dict[str, Any]:
     """The CPU a run computed on: its model name, vendor family and model numbers, and cores.
 
-    Recorded with every run because float32 round-off differs by CPU (AMD's family 25 is Zen 3
-    and Zen 4, 26 is Zen 5), and 12,000 Adam steps grow it into another trajectory: the same
-    seed and code can end a few test images apart on two CPUs. Without ``/proc/cpuinfo`` (not
+    Recorded with every run, beside the BLAS kernel (:func:`blas_info`), because together they
+    set the float32 round-off (AMD's family 25 is Zen 3 and Zen 4, 26 is Zen 5), and 12,000 Adam
+    steps grow it into another trajectory: the same seed and code can end a few test images
+    apart on two machines whose OpenBLAS runs different kernels. Without ``/proc/cpuinfo`` (not
     Linux) only what :mod:`platform` knows.
     """
     fields: dict[str, str] = {}
