@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     report = "\n".join(lines)
     print(report)
     if args.write:
-        from reproduce_book import describe_machine
+        from reproduce_book import describe_cpu
 
         from deepconvnet import __version__
         from deepconvnet.fileio import atomic_write_text
@@ -133,8 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         stamp = time.strftime("%Y-%m-%d")
         title = f"# bench/gemm_ceiling.py — {stamp}, deepconvnet {__version__}"
         command = "python bench/gemm_ceiling.py " + " ".join(argv or sys.argv[1:])
-        machine = describe_machine({"cpu": cpu_info()})
-        text = f"{title}\n\n`{command.strip()}` on {machine}\n\n{report}\n"
+        text = f"{title}\n\n`{command.strip()}` on {describe_cpu(cpu_info())}\n\n{report}\n"
         atomic_write_text(RESULTS / f"{args.name}.md", text)
     return 0
 

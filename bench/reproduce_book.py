@@ -66,16 +66,18 @@ def run_row(out: Path, wall: float | None = None) -> dict:
     }
 
 
+def describe_cpu(cpu: dict | None) -> str:
+    """A CPU in words (see deepconvnet.threads.cpu_info)."""
+    if not cpu:
+        return "an unrecorded CPU"
+    return f"{cpu['model']} (cpu family {cpu['family']}, model {cpu['model_number']})"
+
+
 def describe_machine(row: dict) -> str:
     """A run's CPU and BLAS kernel in words. The kernel sets the float32 round-off that 12,000
     Adam steps grow into a trajectory: runs with the same kernel have matched seed for seed
     across CPUs, and on one CPU another kernel moves them (docs/reproducing-the-book.md)."""
-    cpu, kernels = row.get("cpu"), row.get("blas_kernels")
-    where = (
-        f"{cpu['model']} (cpu family {cpu['family']}, model {cpu['model_number']})"
-        if cpu
-        else "an unrecorded CPU"
-    )
+    where, kernels = describe_cpu(row.get("cpu")), row.get("blas_kernels")
     return f"{where}, BLAS kernel {'/'.join(kernels)}" if kernels else where
 
 
