@@ -1,7 +1,9 @@
 """Reproduce the book's 99.38%: the book's recipe with several seeds, side by side with the book.
 
 Each seed is a separate `deepconvnet train` process (clean memory and timing); the table gives the
-test accuracy, seconds per epoch, wall time and peak resident memory of each, then the median.
+test accuracy, seconds per epoch, wall time and peak resident memory of each, then the median, and
+the start of each trained model's parameter digest: runs with equal digests trained bit for bit
+alike, wherever they ran.
 
     python bench/reproduce_book.py                 # 3 seeds, 20 epochs: the issue's benchmark
     python bench/reproduce_book.py --seeds 0 --epochs 1   # a quick look
@@ -21,6 +23,7 @@ import sys
 import time
 from pathlib import Path
 
+from deepconvnet.checkpoint import parameter_digest
 from deepconvnet.fileio import atomic_write_text
 
 BOOK_ACCURACY = 0.9938
@@ -59,6 +62,7 @@ def run_row(out: Path, wall: float | None = None) -> dict:
         "seconds_per_epoch": results["seconds_per_epoch"],
         "wall_seconds": wall if wall is not None else results["train_seconds"],
         "peak_rss_mib": results["peak_rss_mib"],
+        "parameters_sha256": parameter_digest(out),
         "cpu": config.get("cpu"),  # recorded since deepconvnet 0.2.3
         "blas_kernels": sorted(
             {b["architecture"] for b in config.get("blas", []) if b["architecture"]}
@@ -83,18 +87,18 @@ def describe_machine(row: dict) -> str:
 
 def table(rows: list[dict]) -> str:
     lines = [
-        "| seed | test accuracy | s/epoch | time (min) | peak RSS (MiB) |",
-        "| ---: | ---: | ---: | ---: | ---: |",
+        "| seed | test accuracy | s/epoch | time (min) | peak RSS (MiB) | parameters (sha256) |",
+        "| ---: | ---: | ---: | ---: | ---: | :--- |",
     ]
     for r in rows:
         rss = f"{r['peak_rss_mib']:.0f}" if "peak_rss_mib" in r else "n/a"
         lines.append(
             f"| {r['seed']} | {r['test_accuracy']:.2%} | {r['seconds_per_epoch']:.1f} | "
-            f"{r['wall_seconds'] / 60:.1f} | {rss} |"
+            f"{r['wall_seconds'] / 60:.1f} | {rss} | `{r['parameters_sha256'][:12]}` |"
         )
     median = statistics.median(r["test_accuracy"] for r in rows)
-    lines.append(f"| **median** | **{median:.2%}** | | | |")
-    lines.append(f"| book (figure 8-1: one run, 20 epochs) | {BOOK_ACCURACY:.2%} | | | |")
+    lines.append(f"| **median** | **{median:.2%}** | | | | |")
+    lines.append(f"| book (figure 8-1: one run, 20 epochs) | {BOOK_ACCURACY:.2%} | | | | |")
     total = sum(r["wall_seconds"] for r in rows)
     lines.append(f"\n{len(rows)} run(s), {total / 60:.1f} min in all")
     return "\n".join(lines)

@@ -1,7 +1,13 @@
 import numpy as np
 import pytest
 
-from deepconvnet.checkpoint import check_model_fits, load_metadata, load_model, save_model
+from deepconvnet.checkpoint import (
+    check_model_fits,
+    load_metadata,
+    load_model,
+    parameter_digest,
+    save_model,
+)
 from deepconvnet.cli import main
 from deepconvnet.errors import CheckpointError
 from deepconvnet.fileio import atomic_save_npz, load_npz
@@ -20,6 +26,29 @@ def test_round_trip_bit_exact(tmp_path, model, rng):
     for key, arr in {**model.params(), **model.buffers()}.items():
         assert np.array_equal(loaded.array(key), arr) and loaded.array(key).dtype == arr.dtype
     assert load_metadata(tmp_path / "model.npz") == {"epoch": 3}
+
+
+def test_parameter_digest_follows_the_arrays_not_the_metadata(tmp_path, model):
+    first = parameter_digest(save_model(tmp_path / "a.npz", model, {"epoch": 1}))
+    assert parameter_digest(save_model(tmp_path / "b.npz", model, {"epoch": 2})) == first
+    resaved = save_model(tmp_path / "c.npz", load_model(tmp_path / "a.npz"))
+    assert parameter_digest(resaved) == first
+    weight = model.array("0.W")
+    weight.flat[0] = np.nextafter(weight.flat[0], np.inf)  # one ulp in one weight
+    assert parameter_digest(save_model(tmp_path / "d.npz", model)) != first
+
+
+def test_parameter_digest_tells_which_array_holds_which_values(tmp_path, model):
+    path = save_model(tmp_path / "a.npz", model)
+    arrays = load_npz(path)
+    arrays["1.gamma"], arrays["1.beta"] = arrays["1.beta"], arrays["1.gamma"]  # ones, zeros
+    assert parameter_digest(atomic_save_npz(tmp_path / "b.npz", arrays)) != parameter_digest(path)
+
+
+def test_parameter_digest_refuses_a_training_checkpoint(tmp_path, model):
+    arrays = {**load_npz(save_model(tmp_path / "a.npz", model)), "__state__": np.zeros(1)}
+    with pytest.raises(CheckpointError, match="training checkpoint"):
+        parameter_digest(atomic_save_npz(tmp_path / "checkpoint.npz", arrays))
 
 
 def test_truncated_file(tmp_path, model):

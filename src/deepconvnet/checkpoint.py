@@ -8,6 +8,7 @@ Every problem with a file raises :class:`CheckpointError` with one line naming t
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,33 @@ def read_arrays(path: Path) -> dict[str, np.ndarray]:
         return load_npz(path)
     except DeepConvNetError as exc:
         raise CheckpointError(str(exc)) from exc
+
+
+def read_model_arrays(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of a model file; a training checkpoint given instead is a CheckpointError."""
+    arrays = read_arrays(path)
+    if STATE_KEY in arrays:  # its arrays are named model/..., so it would be "missing '0.W'"
+        raise CheckpointError(
+            f"{path}: a training checkpoint (what --resume reads), not a model file; "
+            "give its run directory or its model.npz"
+        )
+    return arrays
+
+
+def parameter_digest(path: str | os.PathLike) -> str:
+    """SHA-256 (hex) of the parameters and buffers in a model file (a run directory or its
+    ``model.npz``): their names, dtypes, shapes and bytes, not the spec, the metadata or the zip
+    container. Two runs that trained bit for bit alike have the same digest wherever and
+    whenever they ran, so "the same trajectory" is checked from the files, not inferred from
+    equal accuracies."""
+    path = resolve_model_path(path)
+    arrays = read_model_arrays(path)
+    digest = hashlib.sha256()
+    for name in sorted(set(arrays) - {SPEC_KEY, META_KEY}):
+        value = np.ascontiguousarray(arrays[name])
+        digest.update(f"{name} {value.dtype.str} {value.shape}\n".encode())
+        digest.update(value.tobytes())
+    return digest.hexdigest()
 
 
 def decode_entry(
@@ -120,12 +148,7 @@ def load_model(
     """Rebuild the model stored at ``path`` (a ``model.npz`` or a run directory holding one), on
     ``backend`` (default: the fast kernels when they load, as for a model that is built)."""
     path = resolve_model_path(path)
-    arrays = read_arrays(path)
-    if STATE_KEY in arrays:  # its arrays are named model/..., so it would be "missing '0.W'"
-        raise CheckpointError(
-            f"{path}: a training checkpoint (what --resume reads), not a model file; "
-            "give its run directory or its model.npz"
-        )
+    arrays = read_model_arrays(path)
     spec = decode_entry(path, arrays, SPEC_KEY)
     try:
         model = Sequential.from_spec(  # every array is overwritten below
