@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import statistics
 import subprocess
@@ -23,11 +24,16 @@ import sys
 import time
 from pathlib import Path
 
+from speed import BLAS_ENV
+
 from deepconvnet.checkpoint import parameter_digest
 from deepconvnet.fileio import atomic_write_text
 
 BOOK_ACCURACY = 0.9938
 RESULTS = Path(__file__).parent / "results"
+# Variables that change which kernels run, and so each seed's trajectory: a command that trained
+# with one set names it, so that it reproduces what it recorded.
+KERNEL_ENV = (*BLAS_ENV, "NPY_DISABLE_CPU_FEATURES")
 
 
 def train_one(seed: int, epochs: int, threads: int | None, out: Path, extra: list[str]) -> dict:
@@ -83,6 +89,11 @@ def describe_machine(row: dict) -> str:
     across CPUs, and on one CPU another kernel moves them (docs/reproducing-the-book.md)."""
     where, kernels = describe_cpu(row.get("cpu")), row.get("blas_kernels")
     return f"{where}, BLAS kernel {'/'.join(kernels)}" if kernels else where
+
+
+def kernel_env() -> list[str]:
+    """``NAME=value`` for each of :data:`KERNEL_ENV` set in this environment."""
+    return [f"{name}={shlex.quote(os.environ[name])}" for name in KERNEL_ENV if name in os.environ]
 
 
 def table(rows: list[dict]) -> str:
@@ -150,9 +161,11 @@ def main() -> int:
     print()
     print(report)
     verdict = "met" if median >= BOOK_ACCURACY else "NOT met"
-    print(f"\nmedian {median:.2%} vs the book's 99.38%: {verdict}")
+    print(f"\nmedian of {len(rows)} run(s) {median:.2%} vs the book's 99.38%: {verdict}")
     machines = sorted({describe_machine(r) for r in rows})
     command = shlex.join(["python", "bench/reproduce_book.py", *sys.argv[1:]])
+    if not args.existing:  # tabulating finished runs: their kernels are in the header
+        command = " ".join([*kernel_env(), command])
     header = f"`{command}`, {time.strftime('%Y-%m-%d')}, on {'; '.join(machines)}"
     record = {"train_options": args.extra, "runs": rows, "median": median}
     atomic_write_text(RESULTS / f"{args.name}.json", json.dumps(record, indent=2) + "\n")
