@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from deepconvnet.checkpoint import (
+    STATE_KEY,
     check_model_fits,
     load_metadata,
     load_model,
@@ -46,7 +47,7 @@ def test_parameter_digest_tells_which_array_holds_which_values(tmp_path, model):
 
 
 def test_parameter_digest_refuses_a_training_checkpoint(tmp_path, model):
-    arrays = {**load_npz(save_model(tmp_path / "a.npz", model)), "__state__": np.zeros(1)}
+    arrays = {**load_npz(save_model(tmp_path / "a.npz", model)), STATE_KEY: np.zeros(1)}
     with pytest.raises(CheckpointError, match="training checkpoint"):
         parameter_digest(atomic_save_npz(tmp_path / "checkpoint.npz", arrays))
 
